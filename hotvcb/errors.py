@@ -9,7 +9,9 @@
     └── HostError               a host command failed or said no
         ├── ConnectionLost      the SSH session broke under a command (did it run?)
         ├── CommandFailed       non-zero exit of vim-cmd, vmkfstools, ...
-        │   └── HostdDown       vim-cmd could not reach hostd (exit 0 or not)
+        │   └── Unanswered      the tool's link to its daemon broke: was it done? (no refusal)
+        │       ├── HostdDown       vim-cmd could not reach hostd (exit 0 or not)
+        │       └── VirshLost       virsh lost libvirtd under a command (hosts/virsh.py)
         ├── VmNotFound          no VM with that display name / vmid
         ├── AmbiguousVm         several VMs share that display name
         ├── InvalidVm           registered, but skipped by the host or unreadable in its listing
@@ -121,7 +123,13 @@ class CommandFailed(HostError):
         self.argv, self.returncode, self.output, self.fault = list(argv), returncode, output, fault
 
 
-class HostdDown(CommandFailed):
+class Unanswered(CommandFailed):
+    """A management tool that failed because its link to the daemon doing the work broke or never came up
+    (hostd, libvirtd restarting): no refusal, so what was asked may have been done or may still be done (a VM
+    started, a guest asked to shut down), and the jobs judge it as a timeout's, not as the host's no."""
+
+
+class HostdDown(Unanswered):
     """vim-cmd could not log in to hostd (stopped, restarting, hung): it says so and often exits 0, its
     output no answer to what was asked (read as one, a listing of no VMs)."""
 

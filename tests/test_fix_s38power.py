@@ -61,11 +61,18 @@ def test_esxi_stamp_tells_the_same_pid_in_another_host_boot(tmp_path):
     vm = _vm(tmp_path)
     (tmp_path / "vmware.log").write_text(header("2026-12-06T05:00:00.123Z"))
     before = esxi_driver(BOOT1).boot_stamp(vm)
-    assert esxi_driver(BOOT2).boot_stamp(vm) == "vmx pid=2100941"  # rebooted since: that vmx is of an earlier boot
+    # rebooted since: that vmx is of an earlier boot
+    assert _unlogged(esxi_driver(BOOT2).boot_stamp(vm)) == "vmx pid=2100941"
     (tmp_path / "vmware.log").write_text(header("2026-12-06T06:05:00.123Z"))
     after = esxi_driver(BOOT2).boot_stamp(vm)
     assert before != after and powered_on_by(after)
-    assert esxi_driver("").boot_stamp(vm) == "vmx pid=2100941"  # hostd cannot say its boot time
+    assert _unlogged(esxi_driver("").boot_stamp(vm)) == "vmx pid=2100941"  # hostd cannot say its boot time
+
+
+def _unlogged(stamp):
+    """An ESXi stamp without its log's first line (base.LOG_BEGUN: the driver always adds the header it read)."""
+    from hotvcb.hosts.base import LOG_BEGUN
+    return stamp.partition(LOG_BEGUN)[0]
 
 
 class RebootingHost(StampHost):
@@ -203,7 +210,12 @@ class LibvirtStampHost(StampHost):
 @pytest.mark.parametrize("answer,asked", [
     (Completed(["virsh", "start", "web"], 1, "error: Failed to start domain 'web'\nerror: Cannot access storage "
                "file '/var/lib/libvirt/images/web.qcow2': No such file or directory\n"), False),
-    (TimeoutExpired("virsh start web", 120), True)], ids=["refused", "timeout"])
+    (TimeoutExpired("virsh start web", 120), True),
+    (Completed(["virsh", "start", "web"], 1, "error: failed to connect to the hypervisor\nerror: Failed to connect "
+               "socket to '/var/run/libvirt/libvirt-sock': Connection refused\n"), False),
+    (Completed(["virsh", "start", "web"], 1, "error: Failed to start domain 'web'\nerror: internal error: "
+               "connection closed due to keepalive timeout\n"), True)],
+    ids=["refused", "timeout", "libvirtd-unreached", "libvirtd-lost"])
 def test_libvirt_start_answered_no_is_restamped_unanswered_keeps_power_on_asked(tmp_path, answer, asked):
     """The marker of a `virsh start` libvirt refused records the stamp its failed start left (the next run powers
     the VM on if the admin does not); one that timed out keeps `power on asked`."""
@@ -276,11 +288,69 @@ def test_esxi_boot_stamp_reads_the_logs_head_and_tail_only(tmp_path, head, faile
     vm = _vm(tmp_path)
     (tmp_path / "vmware.log").write_text(_filler(512 << 10, head))
     started = time.monotonic()
-    assert driver.boot_stamp(vm) == "vmx pid=2100941"
+    assert _unlogged(driver.boot_stamp(vm)) == "vmx pid=2100941"
     print("512 KiB log: %d bytes read, %.1f ms" % (driver.shell.read, (time.monotonic() - started) * 1000))
     assert driver.shell.read <= 80 << 10, driver.shell.read
     (tmp_path / "vmware.log").write_text(_filler(600 << 10, head) + failed
                                          + "2026-12-06T05:00:02.000Z| vmx| I005: VMX exit (0).\n")
-    assert driver.boot_stamp(vm) == FAILED_START + "vmx pid=2100941"
+    assert _unlogged(driver.boot_stamp(vm)) == FAILED_START + "vmx pid=2100941"
     (tmp_path / "vmware.log").write_text("")
     assert driver.boot_stamp(vm) == ""  # an empty log's first line, as before: the stamp as it stands
+
+
+# -- s38power2: the host's boot told whatever its clock did; hostsummary's failure said; libvirtd lost --------------
+
+def test_a_stamp_taken_with_the_vm_off_is_judged_by_its_logs_header(tmp_path):
+    """The marker's stamp restamped once web is off records its vmware.log's header: the host reboots with its
+    clock behind (bootTime before that header's time), or bootTime shifts within one boot: the same header is no
+    power on. The admin's power on after a reboot (the same pid, a new header) is one, even where hostd cannot say
+    its boot time then."""
+    from hotvcb.jobs.powermark import restamp_power_mark
+    host = RebootingHost(tmp_path)
+    mark_powered_off(host, host.vm, ours(dead_pid()), Log())
+    restamp_power_mark(host, host.vm, Log())
+    marker = open(power_marker(host.vm)).read()
+    assert " log " in marker
+    for booted in ("2026-12-06T04:58:00.000000Z", "2026-12-06T03:59:30.250000Z", ""):
+        host.reboot(booted)
+        assert booted_since(host, host.vm, marker) is False, booted
+    host.log_path.write_text(header("2026-12-06T06:05:00.123Z"))
+    host.reboot("")
+    assert booted_since(host, host.vm, marker) is True
+
+
+def test_a_stamp_taken_while_the_vm_ran_tells_boots_within_the_slack_as_one(tmp_path):
+    """A marker whose stamp was taken as the shutdown was asked (the run killed before it saw web off: a rotation
+    may change the header meanwhile, so no header is recorded): a bootTime shifted by 30 s (a clock step) is the
+    same boot; the same pid in a boot hours later is another power on. A marker of adaf125's hotvcb (the boot's
+    digest) compares the digest exactly."""
+    from hotvcb.jobs.powermark import _digest
+    host = RebootingHost(tmp_path)
+    mark_powered_off(host, host.vm, ours(dead_pid()), Log())
+    marker = open(power_marker(host.vm)).read()
+    assert " log " not in marker and " host " + BOOT1 in marker
+    host.reboot("2026-12-06T03:59:30.250000Z")
+    assert booted_since(host, host.vm, marker) is False
+    host.reboot(BOOT2)
+    host.log_path.write_text(header("2026-12-06T06:05:00.123Z"))
+    assert booted_since(host, host.vm, marker) is True
+    older = ours(dead_pid()).text() + "\nstamp %s host %s\n" % (_digest("vmx pid=2100941"), _digest(BOOT1))
+    assert booted_since(host, host.vm, older) is True
+    host.reboot(BOOT1)
+    assert booted_since(host, host.vm, older) is False
+
+
+def test_esxi_host_booted_says_once_that_it_cannot_tell(tmp_path):
+    """hostsummary failing (hostd busy): host_booted gives "" and says so in the run's log, once per run."""
+    import io
+    from hotvcb.errors import CommandFailed
+    from hotvcb.hosts.esxi import EsxiHost
+    from hotvcb.runlog import RunLog
+    out = io.StringIO()
+    driver = EsxiHost(LocalShell(), RunLog("info", stream=out))
+
+    def busy(args, **kw):
+        raise CommandFailed(["vim-cmd"] + args, 1, "vim.fault.HostBusy")
+    driver._vim = busy
+    assert driver.host_booted() == "" and driver.host_booted() == ""
+    assert out.getvalue().count("cannot tell when the host last booted") == 1, out.getvalue()

@@ -70,9 +70,6 @@ def _all(r):
 
 # -- DEFECT 1: the host's boot is told by a wall-clock time compared to the digit ---------------------------------
 
-@pytest.mark.xfail(strict=True, reason="DEFECT 1: a bootTime earlier than the VM's last vmx start (host clock behind "
-                                       "at the reboot) or shifted within a boot reads as the admin's power on: "
-                                       "the killed run's VM is left down")
 @pytest.mark.parametrize("case", ["clock-behind-at-reboot", "boottime-shifted-same-boot"])
 def test_killed_runs_vm_is_powered_on_whatever_the_hosts_clock_did(h, tmp_path, case):
     """The admin's nightly backup (POWER_VM_DOWN_BEFORE_BACKUP=1) of `ck` is killed before its final power on: `ck`
@@ -201,9 +198,6 @@ def test_vmware_log_shapes(tmp_path):
 
 # -- DEFECT 2: a host that cannot say its boot time overrides the admin's off in silence ---------------------------
 
-@pytest.mark.xfail(strict=True, reason="DEFECT 2: hostsummary failing at cleanup silently drops the boot from the "
-                                       "stamp: the admin's on/off across a reboot (same vmx pid) is overridden "
-                                       "with no word")
 def test_hostsummary_failing_after_a_reboot_is_said_not_silent(h, tmp_path):
     """`hs2`'s backup (POWER_VM_DOWN_BEFORE_BACKUP=1) is killed before its final power on. The host reboots; the
     admin powers `hs2` on (the host's first vmx of this boot: the very pid its vmx had before) and off again for
@@ -240,9 +234,6 @@ def test_hostsummary_failing_after_a_reboot_is_said_not_silent(h, tmp_path):
 
 # -- DEFECT 3: libvirt: a `virsh start` cut off by libvirtd's end is taken as libvirt's "no" -------------------------
 
-@pytest.mark.xfail(strict=True, reason="DEFECT 3: a virsh start whose connection libvirtd dropped (its restart) is "
-                                       "restamped as a refusal: the start it made passes for ours-refused, and the "
-                                       "admin's later off is overridden")
 def test_libvirt_start_cut_off_by_libvirtd_restart_keeps_power_on_asked(tmp_path):
     """A run's final `virsh start web` meets libvirtd's restart (a package update restarting libvirtd): virsh exits
     1 with "error: Disconnected from qemu:///system due to end of file" / "error: End of file while reading data:

@@ -207,13 +207,15 @@ def test_the_drivers_say_whether_their_snapshot_starts_the_vm():
 # -- s37 read-back: a start that failed is no power on; ESXi 8's vmware.log header ---------------------------------
 
 def esxi_stamp(tmp_path, log_text):
-    """hosts/esxi.py boot_stamp of a VM alone in `tmp_path` whose vmware.log is `log_text`."""
+    """hosts/esxi.py boot_stamp of a VM alone in `tmp_path` whose vmware.log is `log_text`, without the header line
+    it ends with since s38power2 (base.LOG_BEGUN: what a stamp taken with the VM off is judged by first)."""
+    from hotvcb.hosts.base import LOG_BEGUN
     from hotvcb.hosts.esxi import EsxiHost
 
     (tmp_path / "vmware.log").write_text(log_text)
     driver = SimpleNamespace(shell=LocalShell(), _files=SimpleNamespace(list_files=lambda folder: ["web.vmx"]),
                              host_booted=lambda: "")  # hostd not asked: the stamp is the pid alone
-    return EsxiHost.boot_stamp(driver, _vm(tmp_path))  # type: ignore[arg-type]
+    return EsxiHost.boot_stamp(driver, _vm(tmp_path)).partition(LOG_BEGUN)[0]  # type: ignore[arg-type]
 
 
 HEAD7 = "2026-12-06T05:00:00.123Z| vmx| I005: Log for VMware ESX pid=2100941 version=7.0.3 build=build-24784741 option=Release\n"

@@ -46,7 +46,7 @@ def run(args) -> int:
     if code is not None:
         return code
     onhost.say_why_here(args, log)  # a cleanup's log has no frame
-    host = common.connect(args.host_target)
+    host = common.connect(args.host_target, log)  # what the driver says (its boot time untold) is the run's
     lock, me = common.lock_host(host, log, args.host_target, args.gone_run)
     before = len(log.lines)
     try:

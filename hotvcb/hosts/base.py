@@ -18,10 +18,12 @@ through QMP) plugs into the same job. Contracts:
   holds (`Copied.content`); or None where no file does.
 """
 
+import datetime
 from typing import Callable, Collection, Dict, List, NamedTuple, Optional, Protocol, Sequence, Tuple
 
 from ..model import DatastoreInfo, Disk, NfsShare, Snapshot, SnapshotTree, Vm, VmRef
 from ..shell import Shell
+from .. import lazyre
 
 Progress = Callable[[int], None]
 
@@ -58,12 +60,46 @@ FAILED_START = "failed start: "
 # pid alone once the host has rebooted since (it ran in an earlier boot, which the host no longer says). A marker
 # judges the two parts apart (jobs/powermark.py): a reboot alone is no power on
 IN_HOST_BOOT = "; in the host's boot of "
+# then, where the driver reads it, the whole first line of the log the process began (ESXi: vmware.log's header,
+# its time and pid): while the VM is off no process runs to begin or rotate a log, so the same line read then and
+# later proves no power on in between, whatever the host's clock or boots did (jobs/powermark.py)
+LOG_BEGUN = "; its log begun by "
+# two host boot times this close are one boot: hostd derives bootTime from the clock and the uptime, so a clock
+# stepped by NTP moves it by the step (seconds, a minute for a drifted RTC); two real boots lie minutes apart at
+# least (the host's shutdown, the server's POST, the boot until hostd answers, a VM started and powered off for
+# a backup in between)
+BOOT_SLACK = 120.0
+# a UTC time as hosts give them: hostd's bootTime ("2026-12-06T04:00:00.250123Z"), vmware.log's lines
+_UTC = lazyre.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]{1,9}))?Z")
 
 
-def stamp_parts(stamp: str) -> Tuple[str, str]:
-    """A boot_stamp value as (its process, the host's boot it started in: "" where it does not say)."""
+def stamp_parts(stamp: str) -> Tuple[str, str, str]:
+    """A boot_stamp value as (its process, the host's boot it started in, its log's first line: "" where it does
+    not say them)."""
+    stamp, _, begun = stamp.partition(LOG_BEGUN)
     process, _, boot = stamp.partition(IN_HOST_BOOT)
-    return process, boot
+    return process, boot, begun
+
+
+def utc(text: str) -> Optional[datetime.datetime]:
+    """The UTC time `text` starts with, None where it does not start with one."""
+    m = _UTC.match(text)
+    if m is None:
+        return None
+    try:
+        year, month, day, hour, minute, second = (int(g) for g in m.groups()[:6])
+        return datetime.datetime(year, month, day, hour, minute, second, int((m.group(7) or "")[:6].ljust(6, "0")))
+    except ValueError:  # a 13th month, a 61st second
+        return None
+
+
+def same_boot(one: str, other: str) -> bool:
+    """Whether two host boot times (UTC) tell one boot: within BOOT_SLACK of each other; texts that are no
+    times, only where they are the same."""
+    a, b = utc(one), utc(other)
+    if a is None or b is None:
+        return one == other
+    return abs((a - b).total_seconds()) <= BOOT_SLACK
 
 
 def powered_on_by(stamp: str) -> bool:

@@ -66,6 +66,7 @@ class EsxiHost:
         self._name = Kept()  # type: Kept[str]
         self._system = Kept()  # type: Kept[str]
         self._booted = Kept()  # type: Kept[str]
+        self._boot_untold = False  # said in the log that the host's boot time cannot be told (host_booted)
         self._invalid = {}  # type: Dict[str, str]
         self._vim = Vim(shell, self._files)
         self._disks = EsxiDisks(shell, self._files, self.log, self._release)
@@ -278,16 +279,26 @@ class EsxiHost:
         if sum(_is_vmx(name) for name in self._files.list_files(vm.folder) if "/" not in name) > 1:
             raise HostError("%s shares its folder, and its vmware.log, with another VM: its power ons cannot be "
                             "told" % vm.name)
-        return esxi_bootstamp.boot_stamp(self.shell, vm.folder, self.host_booted)
+        return esxi_bootstamp.boot_stamp(self.shell, vm.folder, self.host_booted, begun=True)
 
     def host_booted(self) -> str:
         """When the host last booted (hostd's runtime.bootTime, UTC), asked once per run (a reboot ends the run's
-        VMs, and its SSH link); "" where hostd does not say it, or cannot now (not kept: asked again next time)."""
+        VMs, and its SSH link); "" where hostd does not say it, or cannot now (not kept: asked again next time).
+        Either is said in the run's log, once: a VM's stamp is then its vmx pid alone, which a reboot may give
+        again, so a power on across a reboot may pass unseen where no log header tells it (powermark)."""
         try:
-            return self._booted.get(lambda: vimcmd.parse_boot_time(self._vim(["hostsvc/hostsummary"],
-                                                                             interruptible=False)))
-        except HotvcbError:
-            return ""
+            booted = self._booted.get(lambda: vimcmd.parse_boot_time(self._vim(["hostsvc/hostsummary"],
+                                                                                interruptible=False)))
+        except HotvcbError as err:
+            booted, why = "", str(err)
+        else:
+            why = "hostd gave no runtime.bootTime"
+        if not booted and not self._boot_untold:
+            self._boot_untold = True
+            self.log.warning("cannot tell when the host last booted (`vim-cmd hostsvc/hostsummary`: %s): a VM "
+                             "powered off for its backup is told powered on since by its vmx pid alone, which a "
+                             "host reboot may give again" % why)
+        return booted
 
     # -- snapshots (esxi_snapshots.py) -----------------------------------------
     def snapshots(self, vm: Vm, interruptible: bool = True) -> List[Snapshot]:

@@ -12,14 +12,13 @@ and the vmx's last lines: only the log's head (the header) and its tail are read
 (over SSH too, a few times for each VM a run powers down).
 """
 
-import datetime
 import re
-from typing import Callable, Optional
+from typing import Callable
 
 from .. import lazyre
 from ..errors import HostError
 from ..shell import Shell
-from .base import FAILED_START, IN_HOST_BOOT, NO_BOOT_STAMP
+from .base import FAILED_START, IN_HOST_BOOT, LOG_BEGUN, NO_BOOT_STAMP, utc
 
 VMWARE_LOG = "vmware.log"
 HEAD_MAX = 4 << 10  # the header is the log's first line (~120 bytes)
@@ -28,9 +27,6 @@ TAIL_MAX = 64 << 10  # a failed start's verdict, then the vmx's exit lines (a fe
 # (5.x: no "I005: " level tag); 8.x's RFC 5424 style "<time> In(05) vmx - Log for VMware ESX pid=<vmx pid> ..."
 # (VMware, vSphere 8 "Log File Formats", ESXi 8 log message format: TIMESTAMP SEVERITY THREAD-NAME OPID MSG)
 _VMX_HEADER = lazyre.compile(r"Log for VMware ESX pid=([0-9]{1,20}) ")
-# a time in UTC as vmware.log's lines start with it ("2026-12-06T05:00:00.123Z") and hostd gives the host's boot
-# time ("2026-12-06T04:00:00.250123Z")
-_UTC = lazyre.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]{1,9}))?Z")
 # a power on that failed, as the vmx thread logs it (7.x or 8.x header): "Module 'Disk' power on failed." (msg.module
 # .powerOnFailed), "VMX_PowerOn: ModuleTable_PowerOn = 0", "[msg.vmx.poweron.failed] Failed to start the virtual
 # machine." -- anchored to the vmx thread's own lines, not a guest's text the vmx logs for it
@@ -40,11 +36,12 @@ _POWER_ON_FAILED = lazyre.compile(
     r"|\[msg\.vmx\.poweron\.failed\])", re.M)
 
 
-def boot_stamp(shell: Shell, folder: str, host_booted: Callable[[], str]) -> str:
+def boot_stamp(shell: Shell, folder: str, host_booted: Callable[[], str], begun: bool = False) -> str:
     """The stamp of the VM in `folder`: "vmx pid=<pid>", + IN_HOST_BOOT + the host's boot time (`host_booted`: ""
-    where it cannot be told) where that vmx started since; a first line without the header as it stands; a
-    FAILED_START where the log's vmx says its power on failed; NO_BOOT_STAMP where the folder has no log (a VM
-    never powered on; `logging = "FALSE"`, `log.fileName` elsewhere: nothing tells)."""
+    where it cannot be told) where that vmx started since, + with `begun` LOG_BEGUN + the header line itself (its
+    time tells this vmx's log from another's, whatever the clock did: base.LOG_BEGUN); a first line without the
+    header as it stands; a FAILED_START where the log's vmx says its power on failed; NO_BOOT_STAMP where the
+    folder has no log (a VM never powered on; `logging = "FALSE"`, `log.fileName` elsewhere: nothing tells)."""
     path = folder + "/" + VMWARE_LOG
     try:
         head = shell.read_regular(path, HEAD_MAX)
@@ -54,7 +51,8 @@ def boot_stamp(shell: Shell, folder: str, host_booted: Callable[[], str]) -> str
         raise
     first = head.split("\n", 1)[0]
     vmx = _VMX_HEADER.search(first)
-    stamp = "vmx pid=" + vmx.group(1) + _in_boot(first, host_booted) if vmx else first
+    stamp = "vmx pid=" + vmx.group(1) + _in_boot(first, host_booted) + (LOG_BEGUN + first if begun else "") \
+        if vmx else first
     return FAILED_START + stamp if _POWER_ON_FAILED.search(_tail(shell, path, head)) else stamp
 
 
@@ -62,22 +60,12 @@ def _in_boot(header: str, host_booted: Callable[[], str]) -> str:
     """IN_HOST_BOOT + the host's boot time where the header's vmx started since the host's last boot; "" where it
     started before it (the VM not powered on since the reboot), or either time cannot be told (the stamp is then
     the pid alone, as before hotvcb knew the host's boots). A clock stepped back after the boot may date a vmx
-    started right after it before it: taken as of an earlier boot, which only the pid tells then."""
+    started right after it before it: taken as of an earlier boot, which only the pid tells then; a clock behind
+    at the boot (NTP correcting it later) may date a vmx of the boot before within this one: a marker's stamp
+    taken with the VM off is judged by the log's header first (LOG_BEGUN), which no clock moves."""
     booted = host_booted()
-    started, since = _utc(header), _utc(booted)
+    started, since = utc(header), utc(booted)
     return IN_HOST_BOOT + booted if started is not None and since is not None and started >= since else ""
-
-
-def _utc(text: str) -> Optional[datetime.datetime]:
-    """The UTC time `text` starts with, None where it does not start with one."""
-    m = _UTC.match(text)
-    if m is None:
-        return None
-    try:
-        year, month, day, hour, minute, second = (int(g) for g in m.groups()[:6])
-        return datetime.datetime(year, month, day, hour, minute, second, int((m.group(7) or "")[:6].ljust(6, "0")))
-    except ValueError:  # a 13th month, a 61st second
-        return None
 
 
 def _tail(shell: Shell, path: str, head: str) -> str:

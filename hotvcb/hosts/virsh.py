@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable, Dict, List, Optional, Tuple, TypeVar
 
-from ..errors import CommandFailed, HostError
+from ..errors import CommandFailed, HostError, Unanswered
 from ..shell import Shell
 from .. import lazyre
 
@@ -26,6 +26,14 @@ B = TypeVar("B")
 
 # a `virsh -q checkpoint-list` row: the name (it may hold spaces), then `%Y-%m-%d %H:%M:%S %z`
 _CHECKPOINT_ROW = lazyre.compile(r"^\s*(\S.*?)\s+(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d{4})\s*$")
+# virsh's errors once its connection to libvirtd broke under a command (libvirt's remote driver and virsh's own
+# disconnect notice): "Disconnected from qemu:///system due to end of file", "End of file while reading data:
+# Input/output error", "Cannot recv data: Connection reset by peer", "Cannot write data: Broken pipe", "internal
+# error: client socket is closed", "connection closed due to keepalive timeout"
+_LOST = lazyre.compile(r"^error: .*(?:Disconnected from \S+ due to|End of file while reading data|Cannot recv data"
+                       r"|Cannot write data|client socket is closed|keepalive timeout)", re.M)
+# ... unless the connection never came up ("failed to connect to the hypervisor", then why): nothing was asked
+_UNREACHED = lazyre.compile(r"^error: failed to connect to the hypervisor", re.M | re.I)
 # `virsh domstate` words -> the job's power states
 _STATES = {"running": "on", "shut off": "off", "paused": "suspended", "pmsuspended": "suspended",
            "in shutdown": "on", "blocked": "on", "idle": "on", "crashed": "off", "dying": "off"}
@@ -51,15 +59,22 @@ class BackupJob:
 
 class VirshError(CommandFailed):
     """virsh said no, `text` its error line: libvirt answered (a domain's disk missing, a state change lock held),
-    or virsh could not reach libvirtd (nothing was asked either). A CommandFailed, as vim-cmd's no is, so the jobs
-    tell it from no answer (a timeout: TimeoutExpired) alike for both hosts: the stamp a start libvirt refused left
-    is ours (jobs/powermark.power_on_marked), a shutdown it refused asked no guest (jobs/power.py)."""
+    or virsh could not reach libvirtd (nothing was asked: the domain is as it was, as after a no). A CommandFailed,
+    as vim-cmd's no is, so the jobs tell it from no answer (a timeout: TimeoutExpired; a link lost under the
+    command: VirshLost) alike for both hosts: the stamp a start libvirt refused left is ours
+    (jobs/powermark.power_on_marked), a shutdown it refused asked no guest (jobs/power.py)."""
 
     def __init__(self, argv: List[str], returncode: int, output: str, text: str):
         super().__init__(["virsh"] + argv, returncode, output)
         self.message = "virsh %s: %s" % (argv[0] if argv else "", text)
         self.args = (self.message,)
         self.text = text
+
+
+class VirshLost(VirshError, Unanswered):
+    """virsh lost its connection to libvirtd once it was made (libvirtd restarted by a package update, killed):
+    the command may have reached it and be done (libvirtd reconnects to a QEMU it started), so no refusal, as
+    vim-cmd's HostdDown is none."""
 
 
 class Virsh:
@@ -72,7 +87,9 @@ class Virsh:
         argv = ["virsh", "-q", "-c", self.uri] + list(args)
         result = self.shell.run(argv, timeout=timeout or self.timeout, interruptible=False)
         if result.returncode != 0:
-            raise VirshError(list(args), result.returncode, result.output, _error_line(result.output))
+            lost = _LOST.search(result.output) and not _UNREACHED.search(result.output)
+            raise (VirshLost if lost else VirshError)(list(args), result.returncode, result.output,
+                                                      _error_line(result.output))
         return result.output
 
     # -- domains -------------------------------------------------------------

@@ -43,7 +43,7 @@ import time
 from typing import TYPE_CHECKING, Dict, List, Mapping, Optional, Set
 
 from .. import crashpoint, interrupt
-from ..errors import CommandFailed, HostdDown, HostError, HotvcbError, TimeoutExpired
+from ..errors import CommandFailed, HostError, HotvcbError, TimeoutExpired, Unanswered
 from ..hosts.base import Hypervisor, powered
 from ..model import Vm, VmRef
 from ..runid import RunId
@@ -113,7 +113,7 @@ class PowerControl:
         refused = ""  # the host's answer to the shutdown request, when it was no
         try:
             self.host.shutdown(vm)
-        except HostdDown as err:  # no answer, not a no (a CommandFailed too): the request may have reached the guest
+        except Unanswered as err:  # no answer, not a no (a CommandFailed too): the request may have reached the guest
             self.log.warning("%s: guest shutdown failed (%s)" % (vm.name, err))
         except CommandFailed as err:  # the host answered no (no VMware Tools): the guest was not asked
             refused = self._why_refused(vm, err, s.enable_hard_power_off)
@@ -190,7 +190,7 @@ class PowerControl:
         off): not a refusal either."""
         try:
             self.host.power_off(vm)
-        except HostdDown as err:  # no answer (a CommandFailed too)
+        except Unanswered as err:  # no answer (a CommandFailed too)
             self._unanswered(vm, err)
             return ""
         except CommandFailed as err:  # the host answered no

@@ -8,11 +8,15 @@ powered on by anyone since. The run that lives powers the VM on and removes it; 
 
 The stamp rule, one for a live run (PowerControl.restore_on) and a gone run's marker alike (booted_since), by the
 marker's second line:
-- `stamp <digest>[ host <digest>]`: the VM's boot stamp (Hypervisor.boot_stamp) as the shutdown was asked, taken
-  again once the run sees the VM off (a stamp that moved while the guest went down is no one's power on): its
-  process, and the host's boot it started in where the host says it (base.stamp_parts: ESXi's vmx pid may be given
-  again after a reboot), digested apart. Another stamp now (another process, or the same in another host boot,
-  both sides saying theirs: a process of an earlier boot than the host's current one says none, the VM not
+- `stamp <digest>[ host <time>][ log <digest>]`: the VM's boot stamp (Hypervisor.boot_stamp) as the shutdown was
+  asked, taken again once the run sees the VM off (a stamp that moved while the guest went down is no one's power
+  on): its process (digested), the host's boot it started in where the host says it (base.stamp_parts: ESXi's vmx
+  pid may be given again after a reboot), and, in a stamp taken with the VM off, the first line of the log its
+  process began (digested; ESXi's vmware.log header). That line, where the VM's now says it too, decides alone:
+  no process runs while the VM is off to begin or rotate its log, so no clock or reboot can make the same line
+  another power on, nor another line none. Else another stamp now (another process, or the same in another host
+  boot, both sides saying theirs, their times more than base.BOOT_SLACK apart: a clock step moves a bootTime
+  hostd derives from the clock; a process of an earlier boot than the host's current one says none, the VM not
   powered on since the reboot; nor does a marker without ` host`, an older hotvcb's): someone powered it on
   since (by hand, HA), and whatever it is now, on, switched off again or suspended, is the admin's last word:
   left as it is, the marker removed. A stamp of NO_BOOT_STAMP now tells no power on (a power on always
@@ -36,8 +40,8 @@ from typing import Mapping, Optional, Tuple
 
 from .. import lazyre
 from ..clockage import heartbeat
-from ..errors import CommandFailed, HostdDown, HotvcbError
-from ..hosts.base import Hypervisor, powered_on_by, stamp_parts
+from ..errors import CommandFailed, HotvcbError, Unanswered
+from ..hosts.base import Hypervisor, powered_on_by, same_boot, stamp_parts, utc
 from ..runid import RECORD_MAX, RunId, parse
 from .leftovers import UNTOLD, vm_marker
 from .ownership import NONE_DEAD, made_at, owner_alive
@@ -45,8 +49,11 @@ from .ownership import NONE_DEAD, made_at, owner_alive
 POWER_MARKER = ".hotvcb-powered-off"  # + ".<vmx file name>", in the VM's folder while we hold it powered off
 STAMP = "stamp "  # starts the marker's second line: the VM's boot stamp (a digest) at its power off
 POWER_ON_ASKED = "power on asked"  # the marker's second line from our power on request until the marker goes
-HOST_BOOT = " host "  # then the digest of the host's boot the stamp's process started in, where the host says it
-_STAMPED = lazyre.compile(r"^" + STAMP + r"([0-9a-f]{32})(?:" + HOST_BOOT + r"([0-9a-f]{32}))?$", re.M)
+HOST_BOOT = " host "  # then the host's boot the stamp's process started in (its UTC time), where the host says it
+LOG_BEGUN = " log "  # then the digest of the first line of the process's log, in a stamp taken with the VM off
+_DIGEST = r"[0-9a-f]{32}"  # a marker's digest (_digest); a hotvcb of adaf125 recorded the host's boot so too
+_STAMPED = lazyre.compile(r"^" + STAMP + "(" + _DIGEST + ")(?:" + HOST_BOOT + r"(\S+))?(?:" + LOG_BEGUN + "("
+                          + _DIGEST + "))?$", re.M)
 SHUTDOWN_GRACE = 30 * 60.0  # a guest asked to shut down may take this long (a marker this young is kept)
 
 
@@ -72,7 +79,7 @@ def restamp_power_mark(host: Hypervisor, vm, log) -> None:
     """The marker made to record the VM's boot stamp as it is now: once the run sees it off, and after a power on
     of ours the host refused (a disk missing: the vmx started, and its log with it, before it gave up), else the
     next run would take either for someone's power on and leave the VM off."""
-    _rewrite(host, vm, log, _stamp_line(host, vm)[0])
+    _rewrite(host, vm, log, _stamp_line(host, vm, off=True)[0])
 
 
 def unstamp_power_mark(host: Hypervisor, vm, log) -> None:
@@ -108,28 +115,35 @@ def _gone(host: Hypervisor, path: str) -> bool:
 def power_on_marked(host: Hypervisor, vm, log) -> None:
     """Power on a VM of a marker (ours or a gone run's), the marker saying so first, with the stamp before the
     request: a request that fails, or whose answer a killed run never hears, may have started the vmx and its
-    stamp, which must not pass for someone's power on, nor an off the admin gives after it for nothing. One the host answered no (a CommandFailed: the vmx gave up) records the stamp it left,
-    and raises; one that got no answer (hostd down, a lost link, a timeout: as power_down tells them) may still
-    start the VM, so its marker keeps saying `power on asked`, and it raises."""
-    _rewrite(host, vm, log, POWER_ON_ASKED + "\n" + _stamp_line(host, vm)[0])
+    stamp, which must not pass for someone's power on, nor an off the admin gives after it for nothing. One the
+    host answered no (a CommandFailed: the vmx gave up; libvirtd not reached, nothing asked) records the stamp it
+    left, and raises; one that got no answer (Unanswered: hostd down, libvirtd lost under it; a lost link, a
+    timeout: as power_down tells them) may still start the VM, so its marker keeps saying `power on asked`, and it
+    raises."""
+    _rewrite(host, vm, log, POWER_ON_ASKED + "\n" + _stamp_line(host, vm, off=True)[0])
     try:
         host.power_on(vm)
-    except HostdDown:  # no answer, though a CommandFailed
+    except Unanswered:  # no answer (hostd down, libvirtd lost under it), though a CommandFailed
         raise
     except CommandFailed:
         restamp_power_mark(host, vm, log)
         raise
 
 
-def _stamp_line(host: Hypervisor, vm) -> Tuple[str, str]:
-    """The marker's line naming the VM's boot stamp (digests: the stamp is the host's text), its process and the
-    host's boot apart (stamp_parts), and ""; or "" where the host cannot tell, and why: the marker then powers the
-    VM on whatever happened since."""
+def _stamp_line(host: Hypervisor, vm, off: bool = False) -> Tuple[str, str]:
+    """The marker's line naming the VM's boot stamp, its parts apart (stamp_parts): its process (a digest: the
+    stamp is the host's text), the host's boot as its time (a time within BOOT_SLACK is the same boot: a clock
+    step moves it), and, where the caller knows the VM `off` (no process runs to rotate its log), the digest of its
+    log's first line; and "". Or "" where the host cannot tell, and why: the marker then powers the VM on whatever
+    happened since."""
     try:
-        process, boot = stamp_parts(host.boot_stamp(vm))
+        process, boot, begun = stamp_parts(host.boot_stamp(vm))
     except (HotvcbError, OSError) as err:  # OSError: a log the driver could not read (libvirt's, not ours to read)
         return "", str(err)
-    return "%s%s%s\n" % (STAMP, _digest(process), HOST_BOOT + _digest(boot) if boot else ""), ""
+    if boot and (utc(boot) is None or " " in boot):  # no time: its digest, compared as is
+        boot = _digest(boot)
+    return "%s%s%s%s\n" % (STAMP, _digest(process), HOST_BOOT + boot if boot else "",
+                            LOG_BEGUN + _digest(begun) if begun and off else ""), ""
 
 
 def _digest(stamp: str) -> str:
@@ -149,7 +163,8 @@ def booted_since(host: Hypervisor, vm, marker: str, log=None) -> bool:
         return False
     try:
         now = host.boot_stamp(vm)
-        return powered_on_by(now) and _another(stamp_parts(now), recorded.group(1), recorded.group(2))
+        return powered_on_by(now) and _another(stamp_parts(now), recorded.group(1), recorded.group(2),
+                                               recorded.group(3))
     except (HotvcbError, OSError) as err:  # OSError: a log the driver could not read
         if log is not None:
             log.warning("%s: cannot tell whether it was powered on since its power-off marker was written (%s); "
@@ -157,15 +172,26 @@ def booted_since(host: Hypervisor, vm, marker: str, log=None) -> bool:
         return False
 
 
-def _another(now: Tuple[str, str], process: str, boot: Optional[str]) -> bool:
-    """Whether the stamp `now` (its process, its host boot) tells another power on than the recorded digests (the
-    process's; the host boot's, None where the marker has none): another process, or the same pid started in
+def _another(now: Tuple[str, str, str], process: str, boot: Optional[str], begun: Optional[str]) -> bool:
+    """Whether the stamp `now` (its process, its host boot, its log's first line) tells another power on than the
+    recorded ones (the process's digest; the host boot, None where the marker has none; the log's first line's
+    digest, None where the stamp was not taken with the VM off). That line, where both sides say it, decides
+    alone: no process ran while the VM was off to begin or rotate its log, so the same line is no power on and
+    another is one, whatever the host's clock or boots did. Else another process, or the same pid started in
     another boot of the host (a reboot gave it again). A host boot either side does not tell is no other: the
     process of an earlier boot than the host's current one says none (the host rebooted, the VM not powered on
     since), nor does a marker of a hotvcb before host boots were recorded (or that the host could not say)."""
+    if begun and now[2]:
+        return _digest(now[2]) != begun
     if _digest(now[0]) != process:
         return True
-    return bool(now[1] and boot and _digest(now[1]) != boot)
+    return bool(now[1] and boot and not _same_boot(now[1], boot))
+
+
+def _same_boot(now: str, recorded: str) -> bool:
+    """Whether the host boot `now` is the recorded one: within BOOT_SLACK of its time (hosts/base.same_boot); a
+    digest (adaf125's markers, a boot that is no time) only where it is the very same text."""
+    return _digest(now) == recorded if re.fullmatch(_DIGEST, recorded) else same_boot(now, recorded)
 
 
 def booted_since_marked(host: Hypervisor, vm, log) -> bool:

@@ -33,11 +33,13 @@ def test_power_on_with_a_missing_disk_fails(host):
 
 
 def _driver_stamp(host, vm):
-    """hotvcb's ESXi driver's boot stamp of `vm`, read from the simulated host's folder."""
+    """hotvcb's ESXi driver's boot stamp of `vm`, read from the simulated host's folder, without the header line it
+    ends with (base.LOG_BEGUN)."""
+    from hotvcb.hosts.base import LOG_BEGUN
     folder = host.real("/vmfs/volumes/datastore1/%s" % vm)
     driver = SimpleNamespace(shell=LocalShell(), _files=SimpleNamespace(list_files=lambda f: [vm + ".vmx"]),
                              host_booted=lambda: "")  # hostd not asked: the stamp is the pid alone
-    return EsxiHost.boot_stamp(driver, SimpleNamespace(name=vm, folder=folder))
+    return EsxiHost.boot_stamp(driver, SimpleNamespace(name=vm, folder=folder)).partition(LOG_BEGUN)[0]
 
 
 def test_vmware_log_of_esxi_8_has_its_rfc_5424_style_header(tmp_path):
