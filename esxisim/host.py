@@ -715,9 +715,15 @@ class Host:
             crond.start(self)
 
     def boot_time(self):
-        """When the host last booted (its creation, or `reboot`), seconds since the epoch; a host made before
-        esxisim kept it: when its state was written first."""
-        return self.state().get("boot_time") or os.path.getctime(self.store.p("state"))
+        """When the host last booted (its creation, or `reboot`), seconds since the epoch. A host made before
+        esxisim kept it boots "now", once: the time is kept, as hostd's stays put for the whole boot (the
+        state folder's ctime, used before, moved at every write of the state)."""
+        booted = self.state().get("boot_time")
+        if booted:
+            return booted
+        with self.store.edit() as s:
+            s.setdefault("boot_time", time.time())
+            return s["boot_time"]
 
     # ------------------------------------------------------------------ teardown
     def stop(self):
