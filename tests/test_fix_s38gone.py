@@ -67,7 +67,6 @@ def _blip(monkeypatch, folder):
     monkeypatch.setattr(builtins, "open", failing(builtins.open))
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT 2: went_away takes an I/O error for gone")
 def test_a_backup_whose_reads_fail_with_an_io_error_is_not_gone(tmp_path, monkeypatch):
     """health.went_away took isdir/exists saying False for proof: they say so of EIO, ESTALE, EACCES too. A
     damaged-read backup on an NFS blip became 'gone': verify said 'REMOVED meanwhile', list hid it."""
@@ -82,7 +81,6 @@ def test_a_backup_whose_reads_fail_with_an_io_error_is_not_gone(tmp_path, monkey
     assert verify_folder(shell, folder).status != "gone"
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT 2: _removed_meanwhile takes an I/O error for gone")
 def test_rotation_takes_a_failed_rename_of_a_backup_it_cannot_see_for_a_failure(tmp_path, monkeypatch):
     """rotation._removed_meanwhile took exists() saying False for 'gone already': an NFS blip's failed rename was
     logged 'gone already' and counted removed, the backup left in the good namespace."""
