@@ -102,7 +102,6 @@ def test_a_backup_removed_is_still_gone(tmp_path):
 
 # -- 3. a subfolder that cannot be walked --------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="DEFECT 3: an unlistable subfolder is no backup folder")
 def test_a_subfolder_that_cannot_be_listed_is_said_as_such(tmp_path, monkeypatch):
     """LocalShell.list_files raises where a subfolder cannot be walked: verify said 'no backup folder' of a
     folder that is there, health 'manifest unreadable' of a manifest that read fine."""

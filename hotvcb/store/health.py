@@ -105,14 +105,18 @@ def _unless_gone(shell: Shell, path: str, verdict: Health) -> Health:
 
 
 def _judge_contents(shell: Shell, path: str, status: str, recorded: bool = True) -> Health:
-    """A backup folder's verdict by by_contents, its manifest read here."""
+    """A backup folder's verdict by by_contents, its manifest read here. A listing that fails (the folder, or
+    one below it, that cannot be listed) is said as such: not "manifest unreadable" of a manifest read fine."""
     try:  # whatever its STATUS: a failed backup of a newer hotvcb or another host is not ours to rotate
         data = manifest.load(shell, path)
-        present = set(shell.list_files(path))
     except manifest.NewerManifest as err:
         return _newer(err)
     except (ValueError, HostError) as err:
         return _not_ok(status) if status != "ok" else Health("damaged", "manifest unreadable: %s" % err)
+    try:
+        present = set(shell.list_files(path))
+    except HostError as err:
+        return _not_ok(status, data) if status != "ok" else Health("damaged", str(err), data)
     return by_contents(shell, path, status, data, present, recorded)
 
 
