@@ -117,7 +117,6 @@ def test_a_subfolder_that_cannot_be_listed_is_said_as_such(tmp_path, monkeypatch
 
 # -- 4. a .gz gone beside its damaged unpacked folder --------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="DEFECT 4: the gone .gz hides the folder")
 def test_a_gz_gone_beside_its_damaged_unpacked_folder_is_the_folders_verdict(tmp_path):
     """_verify_pair returned the .gz's 'gone' (REMOVED meanwhile: not checked, exit 0) and the folder's damage
     was a note: the backup left is damaged."""

@@ -258,7 +258,8 @@ def _verify_pair(shell: Shell, path: str, unpacked: Optional[str]) -> VerifyResu
     list and rotation count it: good if either is). The .gz is read; its folder only where the .gz is not
     good, and its verdict stands where it is good. Checked as two, `verify web` said "2 backup(s) checked" of the
     one backup list shows, and "1 damaged or incomplete" (exit 4) where the folder was a symlink to the copy
-    moved elsewhere."""
+    moved elsewhere. A .gz gone meanwhile (rotated away) leaves the folder the backup: its verdict, damaged too
+    (a note of the .gz's "gone" read as nothing checked, exit 0, of a damaged backup still there)."""
     res = verify_backup(shell, path)
     if unpacked is None:
         return res
@@ -267,7 +268,7 @@ def _verify_pair(shell: Shell, path: str, unpacked: Optional[str]) -> VerifyResu
                          "verify %s` reads it)" % (unpacked, shlex.quote(unpacked)))
         return res
     folder = verify_backup(shell, unpacked)
-    if folder.status not in GOOD_RESULTS:
+    if folder.status not in GOOD_RESULTS and res.status != "gone":
         res.notes.append("%s, the folder it was unpacked into beside it, is no better: %s: %s" % (
             unpacked, folder.status, folder.message))
         return res
