@@ -129,7 +129,6 @@ def test_a_gz_gone_beside_its_damaged_unpacked_folder_is_the_folders_verdict(tmp
 
 # -- 6. restore --kvm's frame on every exit ------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="DEFECT 6: --latest failing leaves the frame open")
 @pytest.mark.parametrize("error", [HostError("cannot list /vol/web: Input/output error"), Interrupted(15)])
 def test_restore_kvm_ends_its_log_frame_when_choosing_the_latest_fails(tmp_path, monkeypatch, error):
     """After LOG START, newest_good's HostError (a folder that cannot be listed) or a signal left the -l file
