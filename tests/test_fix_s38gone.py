@@ -162,7 +162,6 @@ def _own_sources(tmp_path, monkeypatch):
     monkeypatch.setattr(enter, "_HERE", str(tmp_path))
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT 7: the retry hint dropped")
 def test_the_failure_marker_says_how_to_retry(tmp_path, monkeypatch):
     """The hint 'remove it to retry' went with the marker's new content: the admin who installed libc headers
     read nowhere how to have it built."""
@@ -176,7 +175,6 @@ def test_the_failure_marker_says_how_to_retry(tmp_path, monkeypatch):
     assert "remove it to" in doc and "change time" not in doc
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT 7: never retried")
 def test_a_build_failed_with_the_same_compiler_is_tried_again_in_time(tmp_path, monkeypatch):
     """A build that failed for another reason than the compiler (libc headers installed later) never retried:
     the marker named the same cc for ever."""
