@@ -53,8 +53,8 @@ def _build():
     compiler it failed with (_compiler), and a build is tried again once that is another (cc installed since,
     or upgraded), or FAILED_RETRY after the failure (one for another cause: libc headers installed since), or
     at once where it is removed (the marker says so): the marker outlived its cause, and every host command
-    started a Python until it was removed by hand. crc32, not hashlib, for the key: importing _hashlib costs more than the key is worth in every
-    `esxisim shell`."""
+    started a Python until it was removed by hand. crc32, not hashlib, for the key: importing _hashlib costs
+    more than the key is worth in every `esxisim shell`."""
     import zlib
     src = os.path.join(_HERE, "enter.c")
     try:
