@@ -14,6 +14,7 @@ the next start once their owner is gone.
 """
 import os
 import sys
+import time
 
 LAYERS = {  # name -> mount point
     "usr_bin": "/usr/bin", "usr_sbin": "/usr/sbin", "usr_lib": "/usr/lib",
@@ -50,9 +51,10 @@ def _build():
     shared with another libc or on a noexec mount (trusted unrun, every host command would exit 127).
     A failed build leaves `<exe>.failed`, so that the next processes do not each run cc again; it names the
     compiler it failed with (_compiler), and a build is tried again once that is another (cc installed since,
-    or upgraded): the marker outlived its cause, and every host command started a Python until it was removed
-    by hand. crc32, not hashlib, for the key: importing _hashlib costs more than the key is worth in every
-    `esxisim shell`."""
+    or upgraded), or FAILED_RETRY after the failure (one for another cause: libc headers installed since), or
+    at once where it is removed (the marker says so): the marker outlived its cause, and every host command
+    started a Python until it was removed by hand. crc32, not hashlib, for the key: importing _hashlib costs
+    more than the key is worth in every `esxisim shell`."""
     import zlib
     src = os.path.join(_HERE, "enter.c")
     try:
@@ -66,8 +68,13 @@ def _build():
     return exe if _runs(exe) else None
 
 
+FAILED_RETRY = 3600  # seconds a failed build's marker spares cc with the same compiler: one failed cc an hour
+RETRY_HINT = ("building enter.c failed with the cc above (esxisim runs enter.main in Python instead); remove this "
+              "file to retry now: it is retried by itself with another cc, or an hour after the failure\n")
+
+
 def _compiler():
-    """Which `cc` a build would run: its path on PATH and the time it was changed ("" where there is none)."""
+    """Which `cc` a build would run: its path on PATH and its modification time ("" where there is none)."""
     for folder in os.environ.get("PATH", os.defpath).split(os.pathsep):
         path = os.path.join(folder or ".", "cc")
         if os.path.isfile(path) and os.access(path, os.X_OK):
@@ -76,10 +83,13 @@ def _compiler():
 
 
 def _failed_with(exe):
-    """The compiler the failure marker of `exe` names (_compiler), None where there is no marker."""
+    """The compiler the failure marker of `exe` names (_compiler, its first line), None where there is no marker
+    or it is FAILED_RETRY old."""
     try:
+        if time.time() - os.stat(exe + ".failed").st_mtime >= FAILED_RETRY:
+            return None
         with open(exe + ".failed") as f:
-            return f.read()
+            return f.readline().rstrip("\n")
     except OSError:
         return None
 
@@ -116,7 +126,7 @@ def _compile(src, exe):
     except (OSError, subprocess.SubprocessError):
         try:
             with open(exe + ".failed", "w") as f:
-                f.write(_compiler())
+                f.write(_compiler() + "\n" + RETRY_HINT)
         except OSError:
             pass
         return False

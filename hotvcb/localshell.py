@@ -148,6 +148,16 @@ class LocalShell:
     def isdir(self, path: str) -> bool:
         return os.path.isdir(path)
 
+    def absent(self, path: str) -> bool:
+        """Whether nothing is at path, proven (the Shell contract's): os.path's looks say False of any error."""
+        try:
+            os.lstat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return True
+        except OSError as err:
+            raise HostError("cannot stat %s: %s" % (path, err.strerror)) from err
+        return False
+
     def listdir(self, path: str) -> List[str]:
         try:
             return sorted(os.listdir(path))

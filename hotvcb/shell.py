@@ -123,7 +123,13 @@ class Shell(FileReader, Protocol):
     room that removing the backup does not free, or a dangling link's failed stat zeroing the whole backup's
     size; health taking a manifest's file for present where only a link stands for it); a folder it cannot list
     (gone, no folder, unreadable) is a HostError, never [] (a backup removed while it is judged would read as
-    one holding nothing: verify calling every file missing, health judging an empty backup).
+    one holding nothing: verify calling every file missing, health judging an empty backup); `absent` is
+    whether nothing is at a path, proven: its lstat failed with ENOENT or ENOTDIR (False where anything is
+    there, a dangling link too), a HostError where the host cannot tell (EIO, ESTALE, EACCES, ELOOP, a
+    timeout), which `exists` and `isdir` answer False; always a look now (a ScannedShell asks its shell, its
+    scan saying what was there when it was taken). A read that failed is taken for a backup gone only on it
+    (store/layout.gone): an NFS share that stopped answering for a moment made a backup read as damaged
+    "gone", passed over unsaid.
     """
 
     description: str  # besides FileReader's reads:
@@ -153,6 +159,8 @@ class Shell(FileReader, Protocol):
     def touch(self, path: str) -> None: ...
 
     def rename(self, src: str, dst: str) -> None: ...
+
+    def absent(self, path: str) -> bool: ...
 
     def remove_tree(self, path: str) -> None: ...
 

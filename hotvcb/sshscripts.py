@@ -90,6 +90,9 @@ WRITE_KEEPING_FOLDER_TIME = ('t=$(mktemp) || exit 1; touch -r "$3" -- "$t" || { 
                              'exit $w' % WRITE)
 EXISTS = '[ -e "$1" ] || [ -L "$1" ]'
 ISDIR = '[ -d "$1" ]'
+# an lstat (ls -d follows no link): its error says why, as `test` never does; the C locale's words (ABSENT_WHY)
+LSTAT = 'LC_ALL=C ls -ld -- "$1" >/dev/null'
+ABSENT_WHY = ("No such file or directory", "Not a directory")  # ENOENT, ENOTDIR as busybox and GNU ls say them
 LIST = 'ls -1a -- "$1"'
 MAKEDIRS = 'mkdir -p -- "$1"'
 MAKE_NEW_DIR = 'mkdir -- "$1" && exit 0; [ -e "$1" ] && exit 3; exit 1'

@@ -111,6 +111,17 @@ class SshShell(SshConnection):
     def isdir(self, path: str) -> bool:
         return self._test(sh.ISDIR, path)
 
+    def absent(self, path: str) -> bool:
+        """Whether nothing is at path, proven (the Shell contract's): `[ -e ]` fails alike on an NFS share that
+        does not answer; ls's error says which. One round trip, asked only after a read failed."""
+        rc, _out, err = self._call(sh.LSTAT, path)
+        if rc == 0:
+            return False
+        why = sh.reason(err)
+        if why in sh.ABSENT_WHY:
+            return True
+        raise HostError("cannot stat %s: %s" % (path, why or "exit %d" % rc))
+
     def listdir(self, path: str) -> List[str]:
         out = self._must("cannot list %s" % path, sh.LIST, path)
         names = out.decode("utf-8", "surrogateescape").split("\n")

@@ -86,6 +86,10 @@ class ScannedShell:
         known, e = (tree is not None), (tree or {}).get(rel)
         return (e is not None and e.is_dir) if known else self.shell.isdir(path)
 
+    def absent(self, path: str) -> bool:
+        """A look now, never the scan's (the Shell contract's): whether a backup went since it was taken."""
+        return self.shell.absent(path)
+
     def listdir(self, path: str) -> List[str]:
         tree, rel = self._lookup(path, folder=True)
         if tree is None or (rel in tree and tree[rel].kind != "dir" and not (rel == "" and tree[rel].is_dir)):
@@ -231,12 +235,6 @@ class ScannedShell:
                     skip: Sequence[str] = ()) -> None:
         self._changed()
         self.shell.make_tar_gz(folder, dst, arcname, first, skip)
-
-
-def live(shell: Shell) -> Shell:
-    """The shell a ScannedShell reads through, any other shell itself: what is there now, where a scan says what
-    was there when it was taken (health.went_away: a backup removed since the scan is gone, not damaged)."""
-    return shell.shell if isinstance(shell, ScannedShell) else shell
 
 
 def _check(shell: ScannedShell) -> Shell:  # mypy: a ScannedShell is a Shell

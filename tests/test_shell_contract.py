@@ -172,6 +172,26 @@ def test_list_files_of_a_folder_that_cannot_be_listed_is_an_error_never_an_empty
             shell.list_files(str(path))
 
 
+def test_absent_is_proven_and_a_look_that_cannot_tell_is_an_error(shell, tmp_path):
+    """Whether a backup went (store/layout.gone) rests on it: nothing there (ENOENT, or a file where a folder
+    is in the path: ENOTDIR) is True; anything there, a dangling link too, False; an lstat failing otherwise
+    (here a link loop; EIO, ESTALE on a share not answering) is no answer, never False's "not there"."""
+    (tmp_path / "a-file").write_text("x")
+    (tmp_path / ODD).write_text("x")
+    (tmp_path / "a-folder").mkdir()
+    os.symlink("nowhere", str(tmp_path / "dangling"))
+    os.symlink("loop", str(tmp_path / "loop"))
+    for name in ("gone", "a-file/below"):
+        assert shell.absent(str(tmp_path / name)) is True, name
+    for name in ("a-file", ODD, "a-folder", "dangling"):
+        assert shell.absent(str(tmp_path / name)) is False, name
+    with pytest.raises(HostError):
+        shell.absent(str(tmp_path / "loop" / "x"))
+    assert shell.exists(str(tmp_path / "a-file"))  # a ScannedShell's scan taken
+    (tmp_path / "a-file").unlink()
+    assert shell.absent(str(tmp_path / "a-file")) is True, "a look now, never a scan's"
+
+
 def test_claims_are_atomic_and_say_who_won(shell, tmp_path):
     folder = str(tmp_path / "vm-2026-01-01_00-00-00-partial")
     assert shell.make_new_dir(folder) is True

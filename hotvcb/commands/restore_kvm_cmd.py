@@ -10,7 +10,7 @@ Exit codes: 0 restored (or a clean dry run), 3 restored without a disk the backu
 6 failed, 1 usage.
 """
 
-from typing import List
+from typing import List, Tuple
 
 from .. import interrupt
 from ..convert.machine import BUILT_BUSES, NIC_MODELS
@@ -45,7 +45,7 @@ def check_options(args) -> None:
 def run(args, level: str) -> int:
     """level: restore's log level (info, dryrun, dryrun2, debug)."""
     # tempfile, ctypes (tether), the QEMU argv: only a --kvm run's, every `restore` registers the options
-    from ..jobs.restore_kvm import KVM_FORMATS, KvmRequest, KvmRestore, how_to_start
+    from ..jobs.restore_kvm import KVM_FORMATS
 
     if args.host_target:
         raise UsageError("--kvm restores on this machine; drop --host/--qemu")
@@ -61,29 +61,32 @@ def run(args, level: str) -> int:
     settings, warnings = common.restore_settings(args)
     dry_run = level in ("dryrun", "dryrun2")
     log = RunLog("debug" if level in ("debug", "dryrun2") else "info", path=args.log_file)
+    interrupt.install()  # a signal from here on unwinds as Interrupted, which ends the log's frame
     log.info(restore_frame.LOG_START)  # framed as every restore's log (restore_frame)
     for w in warnings:
         log.warning(w)
+    try:
+        status, code = _framed(args, settings, log, fmt, dry_run)
+    except Interrupted as err:  # its unfinished folder is removed (KvmRestore.run); the CLI says why it stopped
+        log.error(str(err))
+        restore_frame.end(log, "ERROR: %s; unfinished restore folder removed" % err, err.exit_code)
+        raise
+    except HotvcbError as err:  # stopped before a restore began (_framed): said in the frame, and by the CLI
+        restore_frame.refused(log, err)
+        raise
+    return restore_frame.end(log, status, code)
+
+
+def _framed(args, settings, log: RunLog, fmt: str, dry_run: bool) -> Tuple[str, int]:
+    """The run inside its log frame: the backup chosen, then restored; (its final status, its exit code). A
+    restore that fails is its status (exit 6, as `restore` says "all failed"); what stops the run before one
+    begins (no good backup for --latest, the backup volume not there, a VM's folder that cannot be read) raises,
+    for `run` to end the frame on: every exit after LOG START ends it, or the -l file reads as a run that died."""
+    from ..jobs.restore_kvm import KvmRequest, KvmRestore, how_to_start
+
     shell = LocalShell()
     repo = args.repo or common.config_repository(args, settings)
-    backup = args.backup
-    if args.latest and not repo:
-        try:
-            require_volume(shell, settings, bool(args.global_conf), args.latest)
-        except UsageError as err:
-            restore_frame.refused(log, err)
-            raise
-        odd = []  # type: List[str]
-        backup = backup_check.newest_good(shell, settings.vm_backup_volume, args.latest, odd.append,
-                                          lambda line: log.warning("--latest " + line))
-        if backup is None:
-            listed = bool(layout.list_backups(shell, settings.vm_backup_volume, args.latest))
-            none_good = UsageError("no good backup of %r under %s%s%s%s" % (
-                args.latest, settings.vm_backup_volume, why_none(shell, settings.vm_backup_volume, args.latest, listed),
-                layout.odd_named(odd), nfs.because(shell, settings)))
-            restore_frame.refused(log, none_good)
-            raise none_good
-    interrupt.install()
+    backup = _latest(shell, settings, args, log) if args.latest and not repo else args.backup
     req = KvmRequest(trim_path(backup or ""), trim_path(args.kvm), fmt, args.name or None, args.keep_macs,
                      args.disk_bus, args.nic_model, args.define_in)
     try:
@@ -95,21 +98,29 @@ def run(args, level: str) -> int:
         else:
             log.info("Restoring %s to KVM in %s (%s)" % (req.backup, req.target, fmt))
             result = KvmRestore(shell, log, verify=not args.no_verify, dry_run=dry_run).run(req)
-    except Interrupted as err:  # its unfinished folder is removed (KvmRestore.run); the CLI says why it stopped
-        log.error(str(err))
-        restore_frame.end(log, "ERROR: %s; unfinished restore folder removed" % err, err.exit_code)
-        raise
     except HotvcbError as err:
         log.error(str(err))
-        status, code = "ERROR: %s" % err, 6  # as `restore` says "all failed"
-    else:
-        if dry_run:
-            log.info("Dry run for %s: every check passed, nothing changed" % result.name)
-        else:
-            log.info("Restored %s to %s" % (result.name, result.folder))
-            for line in how_to_start(result, req.define_in is not None):
-                log.info(line)
-        status, code = ("OK, only a dryrun." if dry_run else "All VMs restored OK!"), 0
-        if result.left_out and not dry_run:  # as `restore` ends for an ESXi VM short of a disk
-            status, code = "WARNING: All VMs restored, but some disk(s) were not in the backup and are left out!", 3
-    return restore_frame.end(log, status, code)
+        return "ERROR: %s" % err, 6  # as `restore` says "all failed"
+    if dry_run:
+        log.info("Dry run for %s: every check passed, nothing changed" % result.name)
+        return "OK, only a dryrun.", 0
+    log.info("Restored %s to %s" % (result.name, result.folder))
+    for line in how_to_start(result, req.define_in is not None):
+        log.info(line)
+    if result.left_out:  # as `restore` ends for an ESXi VM short of a disk
+        return "WARNING: All VMs restored, but some disk(s) were not in the backup and are left out!", 3
+    return "All VMs restored OK!", 0
+
+
+def _latest(shell: LocalShell, settings, args, log: RunLog) -> str:
+    """The newest good backup of the VM `--latest` names, on the backup volume; UsageError where there is none."""
+    require_volume(shell, settings, bool(args.global_conf), args.latest)
+    odd = []  # type: List[str]
+    backup = backup_check.newest_good(shell, settings.vm_backup_volume, args.latest, odd.append,
+                                      lambda line: log.warning("--latest " + line))
+    if backup is None:
+        listed = bool(layout.list_backups(shell, settings.vm_backup_volume, args.latest))
+        raise UsageError("no good backup of %r under %s%s%s%s" % (
+            args.latest, settings.vm_backup_volume, why_none(shell, settings.vm_backup_volume, args.latest, listed),
+            layout.odd_named(odd), nfs.because(shell, settings)))
+    return backup

@@ -99,7 +99,9 @@ def targets(shell: Shell, volume: str, target, all_backups: bool, elsewhere: Opt
     sends its backups to} (-c), looked in as well: without it `verify --all` passed over them, unchecked
     and unsaid. (paths, skipped, missing, unpacked): `missing` says each per-VM volume that is not there (an
     unmounted share, a typo), for `run` to name once the rest is checked; for one VM it is the error.
-    `unpacked`: {a .gz among `paths`: the folder unpacked beside it, left out of `paths`} (_verify_pair)."""
+    `unpacked`: {a .gz among `paths`: the folder unpacked beside it, left out of `paths`} (_verify_pair).
+    A VM's folder is said gone (_folder_gone) only where this run saw it, listing the volume: a VM a per-VM file
+    sends to another volume where it was never backed up has no folder there, which is no error."""
     elsewhere = elsewhere or {}
     if bool(target) == bool(all_backups):
         raise UsageError("say what to verify: BACKUP, VM or --all (exactly one)")
@@ -112,8 +114,8 @@ def targets(shell: Shell, volume: str, target, all_backups: bool, elsewhere: Opt
     if not shell.isdir(volume):  # a share not mounted, a typo: "0 checked" must not read as all well
         raise UsageError("the backup volume %s is not there (a share not mounted, or a typo?): nothing to "
                          "verify" % volume)
-    names = [(target, elsewhere.get(target, volume))] if target else \
-        [(n, volume) for n in layout.vm_names(shell, volume)] + sorted(elsewhere.items())
+    seen = [] if target else [(n, volume) for n in layout.vm_names(shell, volume)]  # their folders listed
+    names = [(target, elsewhere.get(target, volume))] if target else seen + sorted(elsewhere.items())
     paths, skipped, missing = [], [], []  # type: List[str], List[str], List[str]
     unpacked = {}  # type: Dict[str, str]
     for name, where in names:
@@ -122,7 +124,7 @@ def targets(shell: Shell, volume: str, target, all_backups: bool, elsewhere: Opt
                            "typo?): its backups are not verified" % (name, where))
             continue
         found = layout.list_backups(shell, where, name, skipped.append)
-        if all_backups and not found and not any(shell.isdir(r) for r in layout.vm_roots(where, name)):
+        if not found and (name, where) in seen and not any(shell.isdir(r) for r in layout.vm_roots(where, name)):
             missing.append(_folder_gone(layout.vm_root(where, name)))  # listed, then removed: as _gone_meanwhile
             continue
         if target and not found:  # all `skipped` holds yet: this VM's folders named like backups that are none
@@ -256,7 +258,8 @@ def _verify_pair(shell: Shell, path: str, unpacked: Optional[str]) -> VerifyResu
     list and rotation count it: good if either is). The .gz is read; its folder only where the .gz is not
     good, and its verdict stands where it is good. Checked as two, `verify web` said "2 backup(s) checked" of the
     one backup list shows, and "1 damaged or incomplete" (exit 4) where the folder was a symlink to the copy
-    moved elsewhere."""
+    moved elsewhere. A .gz gone meanwhile (rotated away) leaves the folder the backup: its verdict, damaged too
+    (a note of the .gz's "gone" read as nothing checked, exit 0, of a damaged backup still there)."""
     res = verify_backup(shell, path)
     if unpacked is None:
         return res
@@ -265,7 +268,7 @@ def _verify_pair(shell: Shell, path: str, unpacked: Optional[str]) -> VerifyResu
                          "verify %s` reads it)" % (unpacked, shlex.quote(unpacked)))
         return res
     folder = verify_backup(shell, unpacked)
-    if folder.status not in GOOD_RESULTS:
+    if folder.status not in GOOD_RESULTS and res.status != "gone":
         res.notes.append("%s, the folder it was unpacked into beside it, is no better: %s: %s" % (
             unpacked, folder.status, folder.message))
         return res

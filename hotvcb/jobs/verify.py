@@ -116,6 +116,12 @@ def _no_folder(folder: str, why: str) -> VerifyResult:
     return VerifyResult(folder, "damaged", problems=[Problem(folder, "no backup folder")], message=why)
 
 
+def _unlisted(folder: str, err: HostError) -> VerifyResult:
+    """A backup folder whose files could not be listed (Shell.list_files: the folder, or one below it, that
+    cannot be listed), said as such: "no backup folder" was said of one that is there."""
+    return VerifyResult(folder, "damaged", problems=[Problem(folder, str(err))], message=str(err))
+
+
 def _unless_gone(shell: Shell, result: VerifyResult) -> VerifyResult:
     """`result`, or "gone" where its damage is what reading a backup that went away meanwhile finds (another
     run's rotation renamed it to `-deleting`, an admin removed it: health.went_away): a file that cannot be read
@@ -158,7 +164,7 @@ def verify_folder(shell: Shell, folder: str, record: bool = True, progress=None,
     try:
         present = set(shell.list_files(folder))
     except HostError as err:  # removed since its manifest was read (another host's rotation), or unreadable
-        return _unless_gone(shell, _no_folder(folder, str(err)))
+        return _unless_gone(shell, _unlisted(folder, err))
     for rel in sorted(files):
         if skip is not None and skip(rel):
             continue

@@ -43,7 +43,6 @@ from typing import Any, Dict, Optional, Set
 from ..errors import HostError, NotABackup
 from ..filetext import read_small
 from ..shell import FileReader, Shell
-from ..treeview import live
 from ..vmx import MAX_SIZE, VmxFile, as_vmware_reads
 from . import backup_files, chain, layout, manifest
 from .ghettovcb_health import (_ghettovcb, _judge_ghettovcb_archive, _keep_ghettovcb_verdict, _kept_ghettovcb_verdict,
@@ -89,12 +88,12 @@ GONE = "removed while it was read (rotated away by a running backup, or removed 
 
 
 def went_away(shell: Shell, path: str) -> bool:
-    """Whether the backup at `path` (a folder, or a .gz) is no longer there, by a look now (treeview.live: a
-    ScannedShell's scan says what was there when it was taken). A read of a backup that failed because the backup
-    went (another run's rotation renamed it to `-deleting`, an admin's `rm -rf`, a folder replaced by a file) says
-    nothing of its data: it is gone, not damaged. A file missing from a backup folder still there is damage."""
-    here = live(shell)
-    return not (here.isdir(path) or path.endswith(".gz") and here.exists(path))
+    """Whether the backup at `path` (a folder, or a .gz) is no longer there, proven by a look now (layout.gone). A
+    read of a backup that failed because the backup went (another run's rotation renamed it to `-deleting`, an
+    admin's `rm -rf`) says nothing of its data: it is gone, not damaged. A file missing from a backup folder still
+    there is damage, and so is a read that failed where the host cannot tell whether the backup is there (an NFS
+    share not answering: damaged, as read, never passed over as gone)."""
+    return layout.gone(shell, path)
 
 
 def _unless_gone(shell: Shell, path: str, verdict: Health) -> Health:
@@ -106,14 +105,18 @@ def _unless_gone(shell: Shell, path: str, verdict: Health) -> Health:
 
 
 def _judge_contents(shell: Shell, path: str, status: str, recorded: bool = True) -> Health:
-    """A backup folder's verdict by by_contents, its manifest read here."""
+    """A backup folder's verdict by by_contents, its manifest read here. A listing that fails (the folder, or
+    one below it, that cannot be listed) is said as such: not "manifest unreadable" of a manifest read fine."""
     try:  # whatever its STATUS: a failed backup of a newer hotvcb or another host is not ours to rotate
         data = manifest.load(shell, path)
-        present = set(shell.list_files(path))
     except manifest.NewerManifest as err:
         return _newer(err)
     except (ValueError, HostError) as err:
         return _not_ok(status) if status != "ok" else Health("damaged", "manifest unreadable: %s" % err)
+    try:
+        present = set(shell.list_files(path))
+    except HostError as err:
+        return _not_ok(status, data) if status != "ok" else Health("damaged", str(err), data)
     return by_contents(shell, path, status, data, present, recorded)
 
 

@@ -38,7 +38,6 @@ from typing import Callable, Dict, List, Optional
 
 from ..errors import HostError, HotvcbError, NotABackup
 from ..model import hostd_name
-from ..treeview import live
 from ..namefit import NAME_MAX
 from ..shell import FileReader, Shell
 from .. import lazyre
@@ -323,9 +322,20 @@ def _entries(shell: Shell, root: str) -> List[str]:
     try:
         return shell.listdir(root)
     except HostError:
-        if live(shell).isdir(root):
+        if not gone(shell, root):
             raise
         return []
+
+
+def gone(shell: Shell, path: str) -> bool:
+    """Whether nothing is at `path`, proven by a look now (Shell.absent: its lstat failed with ENOENT or ENOTDIR);
+    False where the host cannot tell. What a read that failed is taken for a backup or a VM's folder gone on
+    (health.went_away, rotation._removed_meanwhile, _entries): `isdir` and `exists` say False of an NFS share
+    that stopped answering for a moment too, and a backup read as damaged then was passed over as "gone"."""
+    try:
+        return shell.absent(path)
+    except HostError:
+        return False
 
 
 def unpacked_pairs(backups: List[BackupSet]) -> Dict[str, str]:

@@ -335,8 +335,9 @@ def condemn(shell: Shell, b: BackupSet, unpacked: Optional[str] = None, log=None
 def _removed_meanwhile(shell: Shell, b: BackupSet, unpacked: Optional[str], err: HostError, log) -> bool:
     """Whether a rename that failed (`err`) failed because the backup is gone already: another run's rotation
     (a second host on a shared volume) renamed it to `-deleting` first, or an admin removed it. Its removal is
-    what rotation wanted, done: said, never the failure of a VM whose new backup is sealed and good."""
-    if shell.exists(b.path) or unpacked is not None and shell.exists(unpacked):
+    what rotation wanted, done: said, never the failure of a VM whose new backup is sealed and good. Only where
+    it is proven gone (layout.gone): a rename an NFS share that stopped answering failed is the failure it is."""
+    if not (layout.gone(shell, b.path) and (unpacked is None or layout.gone(shell, unpacked))):
         return False
     if log is not None:
         log.info("%s is gone already (%s): removed meanwhile by another run's rotation, or by hand" % (b.path, err))
