@@ -47,8 +47,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from hotvcb.localshell import LocalShell
-from hotvcb.store import manifest
+from sealedbuild import sealed
 from simhost import REPO, VOLUME, hotvcb as host_hotvcb, needs_root, on_host, write_conf
 from sshd import needs_sshd
 from sshsite import replace_host_python, site  # noqa: F401  (the fixture)
@@ -102,28 +101,10 @@ def stamp(days_ago: float) -> str:
     return (datetime.now() - timedelta(days=days_ago)).strftime("%Y-%m-%d_%H-%M-%S")
 
 
-def sealed(volume, when: str, vm: str = VM) -> str:
-    """A sealed, restorable hotvcb backup of a bare-QEMU VM in its VM's folder: a 1 MiB qcow2 disk, the VM's
-    description, the manifest with every checksum, STATUS.ok."""
-    folder = os.path.join(str(volume), vm, "%s-%s" % (vm, when))
-    os.makedirs(folder)
-    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", os.path.join(folder, "vda.qcow2"), "1M"], check=True)
-    with open(os.path.join(folder, vm + ".json"), "w") as f:
-        json.dump({"hypervisor": "qemu", "name": vm}, f)
-    files = {rel: manifest.digest_file(LocalShell(), os.path.join(folder, rel)).entry()
-             for rel in ("vda.qcow2", vm + ".json")}
-    disks = [{"key": "drive0", "source": "/var/lib/images/%s.qcow2" % vm, "files": ["vda.qcow2"], "ok": True}]
-    with open(os.path.join(folder, manifest.MANIFEST), "w") as f:
-        f.write(manifest.dumps({"vm": vm, "result": "ok", "disk_format": "qcow2", "disks": disks, "files": files}))
-    with open(os.path.join(folder, "STATUS.ok"), "w") as f:
-        f.write("ok\n")
-    return folder
-
-
 @pytest.fixture
 def three(tmp_path):
     """Three good backups of `web` (3, 2 and 1 days old) and a config naming their volume: (conf, [folders])."""
-    folders = [sealed(tmp_path / "vol", stamp(d)) for d in (3, 2, 1)]
+    folders = [sealed(tmp_path / "vol", stamp(d), restorable=True) for d in (3, 2, 1)]
     conf = tmp_path / "hotvcb.conf"
     conf.write_text("VM_BACKUP_VOLUME=%s\n" % (tmp_path / "vol"))
     return str(conf), folders
@@ -222,7 +203,7 @@ def test_verify_all_goes_on_with_the_other_vms_when_one_vms_folder_is_removed(tm
     while verify ran". The same should happen here: app and zed verified, web said to be gone. layout._backups_in's
     listdir HostError is not caught per VM (commands/verify_cmd.py)."""
     for vm in ("app", VM, "zed"):
-        sealed(tmp_path / "vol", stamp(1), vm)
+        sealed(tmp_path / "vol", stamp(1), vm, restorable=True)
     conf = tmp_path / "hotvcb.conf"
     conf.write_text("VM_BACKUP_VOLUME=%s\n" % (tmp_path / "vol"))
     r = raced("listdir", tmp_path / "vol" / VM, "rm", "verify", "--all", "--json", "-g", conf)
