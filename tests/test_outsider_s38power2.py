@@ -131,8 +131,6 @@ def test_cleanup_powers_on_what_nobody_started_and_leaves_the_admins_off(killed)
     assert "two" in c.stdout and "cannot tell" in c.stdout, c.stdout
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT 1: an emptied vmware.log reads as a power on: a VM nobody started "
-                   "stays down, cleanup says someone powered it on")
 def test_emptied_vmware_log_is_no_power_on(h, killed):
     """The admin's POWER_VM_DOWN run is killed with `tr` off (VM_SHUTDOWN_ORDER). While tr is off, the admin
     empties its vmware.log (`: > vmware.log`: to read only what the next start logs, or to free space); nobody

@@ -41,7 +41,8 @@ def boot_stamp(shell: Shell, folder: str, host_booted: Callable[[], str], begun:
     where it cannot be told) where that vmx started since, + with `begun` LOG_BEGUN + the header line itself (its
     time tells this vmx's log from another's, whatever the clock did: base.LOG_BEGUN); a first line without the
     header as it stands; a FAILED_START where the log's vmx says its power on failed; NO_BOOT_STAMP where the
-    folder has no log (a VM never powered on; `logging = "FALSE"`, `log.fileName` elsewhere: nothing tells)."""
+    folder has no log, or an empty one (a VM never powered on, its log deleted or emptied; `logging = "FALSE"`,
+    `log.fileName` elsewhere: nothing tells)."""
     path = folder + "/" + VMWARE_LOG
     try:
         head = shell.read_regular(path, HEAD_MAX)
@@ -49,6 +50,8 @@ def boot_stamp(shell: Shell, folder: str, host_booted: Callable[[], str], begun:
         if not shell.exists(path):
             return NO_BOOT_STAMP
         raise
+    if not head:  # emptied (`: > vmware.log`): no vmx wrote it since, or its header would head it
+        return NO_BOOT_STAMP
     first = head.split("\n", 1)[0]
     vmx = _VMX_HEADER.search(first)
     stamp = "vmx pid=" + vmx.group(1) + _in_boot(first, host_booted) + (LOG_BEGUN + first if begun else "") \
