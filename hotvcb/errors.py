@@ -11,6 +11,7 @@
         ├── CommandFailed       non-zero exit of vim-cmd, vmkfstools, ...
         │   └── Unanswered      the tool's link to its daemon broke: was it done? (no refusal)
         │       ├── HostdDown       vim-cmd could not reach hostd (exit 0 or not)
+        │       ├── ToolKilled      vim-cmd killed by a signal before it answered
         │       └── VirshLost       virsh lost libvirtd under a command (hosts/virsh.py)
         ├── VmNotFound          no VM with that display name / vmid
         ├── AmbiguousVm         several VMs share that display name
@@ -138,6 +139,17 @@ class HostdDown(Unanswered):
         self.message = ("the host's management agent (hostd) did not answer `%s`: %s; check that hostd runs "
                         "(`/etc/init.d/hostd status`, start or restart it), then run again"
                         % (" ".join(argv[:2]), said))
+        self.args = (self.message,)
+
+
+class ToolKilled(Unanswered):
+    """A management tool killed by a signal before it answered (the OOM killer, a segfault, an admin's kill of
+    one that seemed hung): its request may have reached the daemon and be done (hostd started the VM), so no
+    refusal. `said`: "<tool> was killed by <signal>" (shell.Completed.killed)."""
+
+    def __init__(self, argv: Sequence[str], returncode: int, output: str, said: str):
+        super().__init__(argv, returncode, output)
+        self.message = "`%s` got no answer: %s (what it asked may have been done)" % (" ".join(argv[:2]), said)
         self.args = (self.message,)
 
 

@@ -26,6 +26,16 @@ class Completed:
     returncode: int
     output: str  # stdout and stderr interleaved, as an admin would see them
 
+    def killed(self) -> Optional[str]:
+        """"<tool> was killed by <signal>" where the exit status says a signal ended it (sshscripts.killed_by:
+        -N run directly, 128+N through a shell or SSH), else None. Such a tool gave no answer: a management
+        tool's request may have reached its daemon and be done, so the drivers raise it as no answer
+        (errors.Unanswered: vim-cmd's ToolKilled, virsh's VirshLost), never as the daemon's no."""
+        from .sshscripts import killed_by  # its subprocess and signal imports: not for every Completed's module
+
+        signame = killed_by(self.returncode)
+        return "%s was killed by %s" % (self.argv[0].rsplit("/", 1)[-1], signame) if signame else None
+
     def check(self) -> "Completed":
         if self.returncode != 0:
             raise CommandFailed(self.argv, self.returncode, self.output)

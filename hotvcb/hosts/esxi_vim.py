@@ -7,7 +7,7 @@ import re
 from typing import List
 
 from .. import lazyre
-from ..errors import CommandFailed, HostdDown
+from ..errors import CommandFailed, HostdDown, ToolKilled
 from ..shell import Shell
 from ..treeview import ScannedShell
 
@@ -37,6 +37,9 @@ class Vim:
         down = _NO_HOSTD.match(out.output)
         if down:
             raise HostdDown(out.argv, out.returncode, out.output, down.group(1))
+        killed = out.killed()
+        if killed:  # no answer, though hostd may have done what it asked (started the VM)
+            raise ToolKilled(out.argv, out.returncode, out.output, killed)
         fault = _FAULT.search(out.output)
         if out.returncode != 0 or fault:
             raise CommandFailed(out.argv, out.returncode, _fault_message(out.output), fault.group(2) if fault else "")

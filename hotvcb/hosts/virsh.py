@@ -72,9 +72,10 @@ class VirshError(CommandFailed):
 
 
 class VirshLost(VirshError, Unanswered):
-    """virsh lost its connection to libvirtd once it was made (libvirtd restarted by a package update, killed):
-    the command may have reached it and be done (libvirtd reconnects to a QEMU it started), so no refusal, as
-    vim-cmd's HostdDown is none."""
+    """virsh lost its connection to libvirtd once it was made (libvirtd restarted by a package update, killed),
+    or virsh itself was killed by a signal before it answered (shell.Completed.killed): the command may have
+    reached libvirtd and be done (libvirtd reconnects to a QEMU it started), so no refusal, as vim-cmd's
+    HostdDown and ToolKilled are none."""
 
 
 class Virsh:
@@ -87,9 +88,10 @@ class Virsh:
         argv = ["virsh", "-q", "-c", self.uri] + list(args)
         result = self.shell.run(argv, timeout=timeout or self.timeout, interruptible=False)
         if result.returncode != 0:
-            lost = _LOST.search(result.output) and not _UNREACHED.search(result.output)
+            killed = result.killed()  # killed by a signal before it answered: as lost as a broken link
+            lost = killed or (_LOST.search(result.output) and not _UNREACHED.search(result.output))
             raise (VirshLost if lost else VirshError)(list(args), result.returncode, result.output,
-                                                      _error_line(result.output))
+                                                      killed or _error_line(result.output))
         return result.output
 
     # -- domains -------------------------------------------------------------

@@ -117,17 +117,28 @@ def power_on_marked(host: Hypervisor, vm, log) -> None:
     request: a request that fails, or whose answer a killed run never hears, may have started the vmx and its
     stamp, which must not pass for someone's power on, nor an off the admin gives after it for nothing. One the
     host answered no (a CommandFailed: the vmx gave up; libvirtd not reached, nothing asked) records the stamp it
-    left, and raises; one that got no answer (Unanswered: hostd down, libvirtd lost under it; a lost link, a
-    timeout: as power_down tells them) may still start the VM, so its marker keeps saying `power on asked`, and it
+    left, the VM found not on, and raises; one that got no answer (Unanswered: hostd down, libvirtd lost under
+    it, the tool killed by a signal; a lost link, a timeout: as power_down tells them) may still start the VM, so its marker keeps saying `power on asked`, and it
     raises."""
     _rewrite(host, vm, log, POWER_ON_ASKED + "\n" + _stamp_line(host, vm, off=True)[0])
     try:
         host.power_on(vm)
-    except Unanswered:  # no answer (hostd down, libvirtd lost under it), though a CommandFailed
+    except Unanswered:  # no answer (hostd down, libvirtd lost under it, a tool killed), though a CommandFailed
         raise
     except CommandFailed:
-        restamp_power_mark(host, vm, log)
+        if not _found_on(host, vm):
+            restamp_power_mark(host, vm, log)
         raise
+
+
+def _found_on(host: Hypervisor, vm) -> bool:
+    """Whether a VM whose power on the host answered no is on all the same, or cannot be told not to be: that
+    answer was none (our request started it), so its marker keeps `power on asked`, not the stamp our start
+    left, which would pass for the VM's stamp with it off and override the admin's later off."""
+    try:
+        return host.power_state(vm) == "on"
+    except HotvcbError:
+        return True
 
 
 def _stamp_line(host: Hypervisor, vm, off: bool = False) -> Tuple[str, str]:
