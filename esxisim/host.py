@@ -516,25 +516,40 @@ class Host:
         `log.keepOld` says (6 by default; older ones deleted), and a new vmware.log opened with its first line
         (the vmx's pid and the time to the millisecond: no two power ons write the same one). Each power on starts
         a vmx process of its own, so its pid is another (the host's next: `last_vmx_pid`), whichever process of
-        ours simulates it."""
-        folder = os.path.dirname(self.vmx_real(vmid))
-        keep = _keep_old(self.load_vmx(vmid))
-        names = ["vmware.log"] + ["vmware-%d.log" % n for n in range(1, keep + 1)]
-        if keep and os.path.exists(os.path.join(folder, names[-1])):
-            os.remove(os.path.join(folder, names[-1]))
-        for older, newer in reversed(list(zip(names, names[1:]))):
-            if os.path.exists(os.path.join(folder, older)):
-                os.rename(os.path.join(folder, older), os.path.join(folder, newer))
+        ours simulates it. The log is where the .vmx says (_vmx_log_path): none with `logging = "FALSE"`."""
+        log = self._vmx_log_path(vmid)
         with self.store.edit() as s:
             pid = s["last_vmx_pid"] = s.get("last_vmx_pid", VMX_PID_BASE) + 1
+        if log is None:
+            return
+        stem, ext = os.path.splitext(log)
+        keep = _keep_old(self.load_vmx(vmid))
+        names = [log] + ["%s-%d%s" % (stem, n, ext) for n in range(1, keep + 1)]
+        if keep and os.path.exists(names[-1]):
+            os.remove(names[-1])
+        for older, newer in reversed(list(zip(names, names[1:]))):
+            if os.path.exists(older):
+                os.rename(older, newer)
         now = time.time()
         build = versions.info(self.version)[0]
-        with open(os.path.join(folder, "vmware.log"), "w", encoding="utf-8") as f:
+        with open(log, "w", encoding="utf-8") as f:
             f.write(self._vmx_log_line("%s.%03dZ" % (time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)),
                                                      int(now * 1000) % 1000),
                                        "Log for VMware ESX pid=%d version=%s build=build-%s option=Release"
                                        % (pid, self.version, build)))
 
+    def _vmx_log_path(self, vmid):
+        """The real path of the log the VM's vmx writes, as its .vmx's logging options say (VMware's VM logging
+        options): none with `logging = "FALSE"`; `log.fileName`'s file, a path relative to the VM's folder or
+        absolute, where it names one (its folder must exist: the vmx makes none, guess), else vmware.log in the
+        VM's folder."""
+        data = self.load_vmx(vmid)
+        folder = os.path.dirname(self.vmx_real(vmid))
+        if _vmx_value(data, "logging", "TRUE").strip().lower() in ("false", "0", "no"):
+            return None
+        name = _vmx_value(data, "log.fileName", "")
+        path = self.real(os.path.join(folder if not name.startswith("/") else "", name or "vmware.log"))
+        return path if os.path.isdir(os.path.dirname(path)) else None
     def _vmx_log_line(self, ts, message):
         """A line of the vmx thread in vmware.log, in the host's version's format: 7.x (and older)
         `<ts>| vmx| I005: <message>`; 8.x the RFC 5424 style header `<ts> In(05) vmx - <message>`
@@ -557,7 +572,10 @@ class Host:
                  "[msg.module.powerOnFailed] Module 'Disk' power on failed.",
                  "VMX_PowerOn: ModuleTable_PowerOn = 0",
                  "[msg.vmx.poweron.failed] Failed to start the virtual machine."]
-        with open(os.path.join(os.path.dirname(self.vmx_real(vmid)), "vmware.log"), "a", encoding="utf-8") as f:
+        log = self._vmx_log_path(vmid)
+        if log is None:
+            return
+        with open(log, "a", encoding="utf-8") as f:
             f.writelines(self._vmx_log_line(ts, l) for l in lines)
 
     def power_off(self, vmid, state="off"):
@@ -751,12 +769,17 @@ def parse_size(text):
 
 
 def _keep_old(data):
-    """The .vmx's `log.keepOld` (any case, as the vmx reads keys): how many old vmware-N.log a power on keeps; 6
-    where it is not set or not a number."""
-    for key, value in data.items():
-        if key.lower() == "log.keepold":
-            try:
-                return max(0, int(value))
-            except ValueError:
-                break
-    return 6
+    """The .vmx's `log.keepOld`: how many old vmware-N.log a power on keeps; 6 where it is not set or not a
+    number."""
+    try:
+        return max(0, int(_vmx_value(data, "log.keepOld", "6")))
+    except ValueError:
+        return 6
+
+
+def _vmx_value(data, key, default):
+    """The .vmx's value of `key`, in any case (as the vmx reads keys), else `default`."""
+    for name, value in data.items():
+        if name.lower() == key.lower():
+            return value
+    return default
