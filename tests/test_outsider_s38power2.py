@@ -163,8 +163,6 @@ def test_vm_logging_elsewhere_the_admins_off_stands_or_cannot_tell_is_said(kille
     assert after["lf"] == "Powered off" or said, seen["out"] + "\n--- cleanup ---\n" + _all(c)
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT 5 (esxisim): a power on writes vmware.log in the VM's folder whatever "
-                   "the .vmx's log.fileName or logging = FALSE say")
 @pytest.mark.parametrize("key", ['log.fileName = "/vmfs/volumes/datastore1/vmlogs/%s.log"', 'logging = "FALSE"'])
 def test_esxisim_power_on_honours_log_filename_and_logging_false(h, key):
     """esxisim's Host._start_vmware_log writes vmware.log (rotating the old) in the VM's folder at every power on,
@@ -183,8 +181,6 @@ def test_esxisim_power_on_honours_log_filename_and_logging_false(h, key):
 
 # -- DEFECT 2: a vim-cmd power.on that dies by a signal is taken as hostd's no ----------------------------------
 
-@pytest.mark.xfail(strict=True, reason="DEFECT 2: vim-cmd power.on killed by a signal after hostd started the VM is "
-                   "taken as a refusal: the marker restamped with the started vmx, the admin's later off overridden")
 def test_power_on_whose_vim_cmd_dies_by_a_signal_then_admins_off_stands(h, tmp_path):
     """`ks`'s POWER_VM_DOWN_BEFORE_BACKUP backup: its final `vim-cmd vmsvc/power.on` reaches hostd, which starts
     ks, then vim-cmd dies by a signal before it prints its answer (a segfault, the OOM killer on a host short of
@@ -214,8 +210,6 @@ def test_power_on_whose_vim_cmd_dies_by_a_signal_then_admins_off_stands(h, tmp_p
 
 # -- DEFECT 3: libvirt: a `virsh start` that dies by a signal is taken as libvirt's no ---------------------------
 
-@pytest.mark.xfail(strict=True, reason="DEFECT 3: virsh start killed by a signal is a VirshError (libvirt's no): the "
-                   "marker restamped with the start's stamp, the admin's later off overridden")
 @pytest.mark.parametrize("status", [-9, 137])
 def test_libvirt_start_killed_by_a_signal_keeps_power_on_asked(tmp_path, status):
     """A run's final `virsh start web` is sent to libvirtd, which starts QEMU, and virsh is killed by a signal
