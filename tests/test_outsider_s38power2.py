@@ -146,8 +146,6 @@ def test_emptied_vmware_log_is_no_power_on(h, killed):
     assert after["tr"] == "Powered on", _all(c)
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT 4: a VM logging elsewhere (log.fileName) has no stamp: the admin's "
-                   "on/off is overridden, and neither the run nor cleanup says it cannot tell")
 def test_vm_logging_elsewhere_the_admins_off_stands_or_cannot_tell_is_said(killed):
     """`lf`'s .vmx has `log.fileName = "/vmfs/volumes/datastore1/vmlogs/lf.log"` (the admin keeps VM logs on one
     folder), so its vmx writes no vmware.log in lf's folder. A POWER_VM_DOWN run (VM_SHUTDOWN_ORDER) is killed

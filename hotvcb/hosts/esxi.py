@@ -275,10 +275,15 @@ class EsxiHost:
         on by someone else drops none of them. A HostError where the folder itself holds another .vmx (one in a
         subfolder, a copy an admin keeps, runs no VM there): every VM there writes the one vmware.log, so a
         neighbour's power on would pass for this VM's (a hidden file is none: a marker of a run's,
-        `.hotvcb-powered-off.<VM>.vmx`)."""
+        `.hotvcb-powered-off.<VM>.vmx`); one whose .vmx logs elsewhere or not at all (logged_elsewhere)."""
         if sum(_is_vmx(name) for name in self._files.list_files(vm.folder) if "/" not in name) > 1:
             raise HostError("%s shares its folder, and its vmware.log, with another VM: its power ons cannot be "
                             "told" % vm.name)
+        elsewhere = esxi_bootstamp.logged_elsewhere(vm.vmx if isinstance(vm.vmx, VmxFile)
+                                                    else self._vmx(vm.ref.vmx_path))
+        if elsewhere:
+            raise HostError("%s writes no vmware.log in its folder (its .vmx's %s): its power ons cannot be told"
+                            % (vm.name, elsewhere))
         return esxi_bootstamp.boot_stamp(self.shell, vm.folder, self.host_booted, begun=True)
 
     def host_booted(self) -> str:

@@ -18,6 +18,7 @@ from typing import Callable
 from .. import lazyre
 from ..errors import HostError
 from ..shell import Shell
+from ..vmx import VmxFile
 from .base import FAILED_START, IN_HOST_BOOT, LOG_BEGUN, NO_BOOT_STAMP, utc
 
 VMWARE_LOG = "vmware.log"
@@ -41,8 +42,8 @@ def boot_stamp(shell: Shell, folder: str, host_booted: Callable[[], str], begun:
     where it cannot be told) where that vmx started since, + with `begun` LOG_BEGUN + the header line itself (its
     time tells this vmx's log from another's, whatever the clock did: base.LOG_BEGUN); a first line without the
     header as it stands; a FAILED_START where the log's vmx says its power on failed; NO_BOOT_STAMP where the
-    folder has no log, or an empty one (a VM never powered on, its log deleted or emptied; `logging = "FALSE"`,
-    `log.fileName` elsewhere: nothing tells)."""
+    folder has no log, or an empty one (a VM never powered on, its log deleted or emptied; a .vmx that logs
+    elsewhere or not at all the driver tells first: logged_elsewhere)."""
     path = folder + "/" + VMWARE_LOG
     try:
         head = shell.read_regular(path, HEAD_MAX)
@@ -57,6 +58,19 @@ def boot_stamp(shell: Shell, folder: str, host_booted: Callable[[], str], begun:
     stamp = "vmx pid=" + vmx.group(1) + _in_boot(first, host_booted) + (LOG_BEGUN + first if begun else "") \
         if vmx else first
     return FAILED_START + stamp if _POWER_ON_FAILED.search(_tail(shell, path, head)) else stamp
+
+
+def logged_elsewhere(vmx: VmxFile) -> str:
+    """The .vmx's setting that keeps its vmx from writing vmware.log in the VM's folder, as it stands
+    (`logging = "FALSE"`: no log; `log.fileName = "..."`: another file), else "". Such a VM's power ons leave
+    nothing boot_stamp reads there, so the driver says they cannot be told rather than read no log as no power
+    on. A log.fileName's file is not read in its stead: where it lies (another datastore, a folder several VMs'
+    logs share) and how the vmx rotates it are the admin's, not known here."""
+    logging = vmx.get("logging")
+    if logging is not None and logging.strip().lower() in ("false", "0"):
+        return 'logging = "%s"' % logging
+    name = vmx.get("log.fileName")
+    return 'log.fileName = "%s"' % name if name and name.strip() else ""
 
 
 def _in_boot(header: str, host_booted: Callable[[], str]) -> str:
