@@ -295,7 +295,7 @@ def test_esxi_boot_stamp_reads_the_logs_head_and_tail_only(tmp_path, head, faile
                                          + "2026-12-06T05:00:02.000Z| vmx| I005: VMX exit (0).\n")
     assert _unlogged(driver.boot_stamp(vm)) == FAILED_START + "vmx pid=2100941"
     (tmp_path / "vmware.log").write_text("")
-    assert driver.boot_stamp(vm) == ""  # an empty log's first line, as before: the stamp as it stands
+    assert driver.boot_stamp(vm) == NO_BOOT_STAMP  # emptied: no vmx wrote it since (outsider_s38power2 DEFECT 1)
 
 
 # -- s38power2: the host's boot told whatever its clock did; hostsummary's failure said; libvirtd lost --------------
