@@ -20,6 +20,7 @@ from hotvcb.jobs.vm_backup import _VmBackup
 from hotvcb.localshell import LocalShell
 from hotvcb.runid import RunId
 from hotvcb.settings import Settings
+from hotvcb.vmx import VmxFile
 
 
 class Log:
@@ -65,7 +66,7 @@ class StampHost:
 
 
 def _vm(tmp_path, name="web"):
-    return SimpleNamespace(name=name, folder=str(tmp_path),
+    return SimpleNamespace(name=name, folder=str(tmp_path), vmx=VmxFile(""),  # as load_vm read it
                            ref=SimpleNamespace(vmx_path=str(tmp_path / (name + ".vmx"))))
 
 

@@ -8,6 +8,7 @@ from esxisim import snapshots
 from hotvcb.hosts.base import FAILED_START
 from hotvcb.hosts.esxi import EsxiHost
 from hotvcb.localshell import LocalShell
+from hotvcb.vmx import VmxFile
 
 
 def _vmware_log(host, vm):
@@ -39,7 +40,7 @@ def _driver_stamp(host, vm):
     folder = host.real("/vmfs/volumes/datastore1/%s" % vm)
     driver = SimpleNamespace(shell=LocalShell(), _files=SimpleNamespace(list_files=lambda f: [vm + ".vmx"]),
                              host_booted=lambda: "")  # hostd not asked: the stamp is the pid alone
-    return EsxiHost.boot_stamp(driver, SimpleNamespace(name=vm, folder=folder)).partition(LOG_BEGUN)[0]
+    return EsxiHost.boot_stamp(driver, SimpleNamespace(name=vm, folder=folder, vmx=VmxFile(""))).partition(LOG_BEGUN)[0]
 
 
 def test_vmware_log_of_esxi_8_has_its_rfc_5424_style_header(tmp_path):
