@@ -118,8 +118,8 @@ def power_on_marked(host: Hypervisor, vm, log) -> None:
     stamp, which must not pass for someone's power on, nor an off the admin gives after it for nothing. One the
     host answered no (a CommandFailed: the vmx gave up; libvirtd not reached, nothing asked) records the stamp it
     left, the VM found not on, and raises; one that got no answer (Unanswered: hostd down, libvirtd lost under
-    it, the tool killed by a signal; a lost link, a timeout: as power_down tells them) may still start the VM, so its marker keeps saying `power on asked`, and it
-    raises."""
+    it, the tool killed by a signal; a lost link, a timeout: as power_down tells them) may still start the VM,
+    so its marker keeps saying `power on asked`, and it raises."""
     _rewrite(host, vm, log, POWER_ON_ASKED + "\n" + _stamp_line(host, vm, off=True)[0])
     try:
         host.power_on(vm)
