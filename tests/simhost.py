@@ -37,6 +37,15 @@ def make_host(root, backup_capacity=2 << 30) -> Host:
     return host
 
 
+def small_host(root, version="7.0.3") -> Host:
+    """A host of two 1 GiB datastores (datastore1, backup) and no cron: what a file's shared host needs, one
+    VM of its own per test."""
+    host = Host.create(str(root), version=version, crond=False)
+    host.add_datastore("datastore1", 1 << 30, vmfs=6)
+    host.add_datastore("backup", 1 << 30, vmfs=6)
+    return host
+
+
 def write_conf(host: Host, name="hotvcb.conf", **keys) -> str:
     values = {"VM_BACKUP_VOLUME": VOLUME, "DISK_BACKUP_FORMAT": "thin", "VM_BACKUP_ROTATION_COUNT": "3"}
     values.update({k: str(v) for k, v in keys.items()})

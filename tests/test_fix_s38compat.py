@@ -118,24 +118,32 @@ def test_the_fallback_to_file_by_file_is_said_inside_the_runs_log_frame(host, si
     assert start < note, lines
 
 
+def enter_in(tmp_path, monkeypatch):
+    """esxisim's enter helper built from a copy of its source in tmp_path, its build folder there: (cc, the
+    path its executable is built as). Skipped where this machine has no C compiler."""
+    import zlib
+
+    cc = shutil.which("cc")
+    if cc is None:
+        pytest.skip("no C compiler here")
+    src = os.path.join(os.path.dirname(enter.__file__), "enter.c")
+    shutil.copy(src, str(tmp_path / "enter.c"))
+    monkeypatch.setattr(enter, "_HERE", str(tmp_path))
+    with open(src, "rb") as f:
+        return cc, tmp_path / "_build" / ("enter-%08x-%s" % (zlib.crc32(f.read()), os.uname().machine))
+
+
 # -- 3. the C enter helper's failure marker ------------------------------------------------------------------------
 
 def test_a_failed_enter_build_is_tried_again_once_a_compiler_is_there(tmp_path, monkeypatch):
     """No cc when the first test ran left `_build/enter-*.failed`; cc installed since, every host command still
     started a Python (some 30 ms of CPU each, thousands a test run) until the marker was removed by hand."""
-    cc = shutil.which("cc")
-    if cc is None:
-        pytest.skip("no C compiler here")
-    import zlib
-    src = os.path.join(os.path.dirname(enter.__file__), "enter.c")
-    shutil.copy(src, str(tmp_path / "enter.c"))
-    monkeypatch.setattr(enter, "_HERE", str(tmp_path))
+    cc, exe = enter_in(tmp_path, monkeypatch)
     bare = tmp_path / "bare"
     bare.mkdir()
     monkeypatch.setenv("PATH", str(bare))  # no cc
     assert enter._build() is None
-    with open(src, "rb") as f:
-        failed = tmp_path / "_build" / ("enter-%08x-%s.failed" % (zlib.crc32(f.read()), os.uname().machine))
+    failed = exe.parent / (exe.name + ".failed")
     assert failed.exists()
     os.symlink(cc, str(bare / "cc"))  # cc installed
     monkeypatch.setenv("PATH", "%s:%s" % (bare, os.path.dirname(os.path.realpath(cc))))

@@ -16,7 +16,7 @@ import time
 import pytest
 
 from gates import held, killed_before, stopped
-from simhost import good, hotvcb, hotvcb_background, needs_root, next_second, power, vim, write_conf
+from simhost import good, hotvcb, hotvcb_background, needs_root, next_second, power, small_host, vim, write_conf
 
 pytestmark = needs_root
 
@@ -25,11 +25,7 @@ FOLDER = "/vmfs/volumes/datastore1/%s"
 
 @pytest.fixture(scope="module")
 def host8(tmp_path_factory):
-    from esxisim import Host
-    root = tmp_path_factory.mktemp("s37power")
-    h = Host.create(str(root / "host"), version="8.0.2", crond=False)
-    h.add_datastore("datastore1", 1 << 30, vmfs=6)
-    h.add_datastore("backup", 1 << 30, vmfs=6)
+    h = small_host(tmp_path_factory.mktemp("s37power") / "host", "8.0.2")
     yield h
     h.stop()
 

@@ -403,17 +403,9 @@ def test_a_kvm_restores_log_is_framed_as_every_restores(three, tmp_path):
 def test_an_empty_failure_marker_of_before_s38_is_retried_once_cc_is_there(tmp_path, monkeypatch):
     """A checkout upgraded past s38 keeps the `_build/enter-*.failed` marker the older code left, empty (it named
     no compiler). With cc on PATH the helper is built again, not passed over for ever."""
-    import zlib
-
     from esxisim import enter
-    cc = shutil.which("cc")
-    if cc is None:
-        pytest.skip("no C compiler here")
-    src = os.path.join(os.path.dirname(enter.__file__), "enter.c")
-    shutil.copy(src, str(tmp_path / "enter.c"))
-    monkeypatch.setattr(enter, "_HERE", str(tmp_path))
-    with open(src, "rb") as f:
-        exe = tmp_path / "_build" / ("enter-%08x-%s" % (zlib.crc32(f.read()), os.uname().machine))
+    from test_fix_s38compat import enter_in
+    _cc, exe = enter_in(tmp_path, monkeypatch)
     exe.parent.mkdir()
     (tmp_path / "_build" / (exe.name + ".failed")).write_text("")  # the old code's marker
     built = enter._build()

@@ -16,7 +16,7 @@ import os
 
 import pytest
 
-from simhost import hotvcb, needs_root, next_second, power, vim
+from simhost import hotvcb, needs_root, next_second, power, small_host, vim
 from test_outsider_s37power import _conf, _killed_at_power_on, _marker
 
 pytestmark = needs_root
@@ -26,11 +26,7 @@ LOG = "/vmfs/volumes/datastore1/%s/vmware.log"
 
 @pytest.fixture(scope="module")
 def h(tmp_path_factory):
-    from esxisim import Host
-    root = tmp_path_factory.mktemp("s38out")
-    host = Host.create(str(root / "host"), version="7.0.3", crond=False)
-    host.add_datastore("datastore1", 1 << 30, vmfs=6)
-    host.add_datastore("backup", 1 << 30, vmfs=6)
+    host = small_host(tmp_path_factory.mktemp("s38out") / "host")
     yield host
     host.stop()
 
@@ -244,8 +240,21 @@ def test_libvirt_start_cut_off_by_libvirtd_restart_keeps_power_on_asked(tmp_path
     Should: keep `power on asked` for a virsh error that is no answer from libvirt (docs/architecture.md: "one that
     got no answer (hostd down, the link lost, a timeout) may still start the VM, so its marker keeps saying `power
     on asked`"), as HostdDown does for vim-cmd (jobs/powermark.py power_on_marked; hosts/virsh.py Virsh._run)."""
+    from hotvcb.jobs.powermark import POWER_ON_ASKED
     from hotvcb.shell import Completed
-    from hotvcb.jobs.powermark import POWER_ON_ASKED, mark_powered_off, power_marker, power_on_marked, restore_power
+
+    second, powers_on = virsh_start_answered(tmp_path, Completed(
+        ["virsh", "start", "web"], 1, "error: Disconnected from qemu:///system due to end of file\n"
+                                      "error: End of file while reading data: Input/output error\n"))
+    # the admin switched web off again (no stamp change): the next run must leave it off
+    assert second == POWER_ON_ASKED and powers_on is False, second
+
+
+def virsh_start_answered(tmp_path, answer):
+    """A killed run's libvirt VM `web`, its final `virsh start` begun by libvirtd (QEMU started, a new stamp) and
+    answered by virsh as `answer` (a Completed): (the marker's second line after it, whether the next run powers
+    web on, the admin having switched it off since)."""
+    from hotvcb.jobs.powermark import mark_powered_off, power_marker, power_on_marked, restore_power
     from restorerecords import dead_pid
     from test_fix_s38power import LibvirtStampHost
     from test_readback_s36boot import Log, _vm, me, ours
@@ -255,13 +264,10 @@ def test_libvirt_start_cut_off_by_libvirtd_restart_keeps_power_on_asked(tmp_path
             self.stamp = "2026-12-06 05:00:01.000+0000: starting up libvirt version: 9.0.0"  # QEMU started
             self.virsh.power("start", vm.name)
 
-    host = Started(Completed(["virsh", "start", "web"], 1, "error: Disconnected from qemu:///system due to end of "
-                             "file\nerror: End of file while reading data: Input/output error\n"))
+    host = Started(answer)
     host.stamp = "2026-12-06 04:00:00.000+0000: starting up libvirt version: 9.0.0"
     vm = _vm(tmp_path)
     mark_powered_off(host, vm, ours(dead_pid()), Log())
     with pytest.raises(Exception):
         power_on_marked(host, vm, Log())
-    second = open(power_marker(vm)).read().split("\n")[1]
-    # the admin switched web off again (no stamp change): the next run must leave it off
-    assert second == POWER_ON_ASKED and restore_power(host, vm, Log(), me()) is False, second
+    return open(power_marker(vm)).read().split("\n")[1], restore_power(host, vm, Log(), me())

@@ -20,7 +20,8 @@ import signal
 import pytest
 
 from gates import held, stopped
-from simhost import hotvcb, hotvcb_background, needs_root, next_second, power, vim, write_conf
+from simhost import hotvcb, hotvcb_background, needs_root, next_second, power, small_host, vim, write_conf
+from test_outsider_s37power import _marker
 
 pytestmark = needs_root
 
@@ -42,17 +43,9 @@ def _log_elsewhere(host, vm):
 
 @pytest.fixture(scope="module")
 def h(tmp_path_factory):
-    from esxisim import Host
-    root = tmp_path_factory.mktemp("s38p2")
-    host = Host.create(str(root / "host"), version="7.0.3", crond=False)
-    host.add_datastore("datastore1", 1 << 30, vmfs=6)
-    host.add_datastore("backup", 1 << 30, vmfs=6)
+    host = small_host(tmp_path_factory.mktemp("s38p2") / "host")
     yield host
     host.stop()
-
-
-def _marker(host, vm):
-    return host.real((FOLDER % vm) + "/.hotvcb-powered-off.%s.vmx" % vm)
 
 
 def _log(host, vm, name="vmware.log"):
@@ -216,26 +209,13 @@ def test_libvirt_start_killed_by_a_signal_keeps_power_on_asked(tmp_path, status)
     plain VirshError, an answered no (hosts/virsh.py Virsh._run: only its error text is read): the marker is
     restamped with the stamp the start left; the admin switches web off; the next run powers it on again. Should:
     no answer, `power on asked` kept (docs/architecture.md, as for HostdDown and VirshLost)."""
-    from hotvcb.jobs.powermark import POWER_ON_ASKED, mark_powered_off, power_marker, power_on_marked, restore_power
+    from hotvcb.jobs.powermark import POWER_ON_ASKED
     from hotvcb.shell import Completed
-    from restorerecords import dead_pid
-    from test_fix_s38power import LibvirtStampHost
-    from test_readback_s36boot import Log, _vm, me, ours
+    from test_outsider_s38power import virsh_start_answered
 
-    class Started(LibvirtStampHost):
-        def power_on(self, vm):
-            self.stamp = "2026-12-06 05:00:01.000+0000: starting up libvirt version: 9.0.0"  # QEMU started
-            self.virsh.power("start", vm.name)
-
-    host = Started(Completed(["virsh", "start", "web"], status, ""))
-    host.stamp = "2026-12-06 04:00:00.000+0000: starting up libvirt version: 9.0.0"
-    vm = _vm(tmp_path)
-    mark_powered_off(host, vm, ours(dead_pid()), Log())
-    with pytest.raises(Exception):
-        power_on_marked(host, vm, Log())
-    second = open(power_marker(vm)).read().split("\n")[1]
+    second, powers_on = virsh_start_answered(tmp_path, Completed(["virsh", "start", "web"], status, ""))
     # the admin switched web off again (no stamp change): the next run must leave it off
-    assert second == POWER_ON_ASKED and restore_power(host, vm, Log(), me()) is False, second
+    assert second == POWER_ON_ASKED and powers_on is False, second
 
 
 def test_libvirt_refusal_and_disconnect_in_one_output_powers_on_next_time(tmp_path):
